@@ -1,0 +1,138 @@
+"""The community: a batch of P2P market cases as one pytree with a leading case axis.
+
+Agent n has the cost ``c_n(p) = a_n p^2 / 2 + b_n p`` on ``p_min_n <= p <= p_max_n``
+(p > 0 sells, p < 0 buys). Trades live on a dense ``N x N`` layout: ``edges[n, m]`` says
+that n may trade with m, ``charge[n, m]`` is the per-unit charge gamma_nm that n pays on
+``p_nm``, and ``trade_min/trade_max`` box each directed trade (sign constraints by role,
+SPEC section 1). Communities of different sizes share a batch by padding with inactive
+agents: bounds 0, no edges, mask ``active`` False.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+class Community(NamedTuple):
+    a: jax.Array  # (B, N) quadratic cost coefficient, >= 0
+    b: jax.Array  # (B, N) linear cost coefficient
+    p_min: jax.Array  # (B, N) lower bound of the net injection
+    p_max: jax.Array  # (B, N) upper bound of the net injection
+    active: jax.Array  # (B, N) bool: real agent, False for padding
+    x: jax.Array  # (B, N) map position (plots, distance-based charges)
+    y: jax.Array  # (B, N)
+    edges: jax.Array  # (B, N, N) bool, symmetric trade graph, empty diagonal
+    charge: jax.Array  # (B, N, N) gamma_nm, zero off the graph
+    trade_min: jax.Array  # (B, N, N) lower bound of p_nm, zero off the graph
+    trade_max: jax.Array  # (B, N, N) upper bound of p_nm, zero off the graph
+
+    @property
+    def n_cases(self) -> int:
+        return self.a.shape[0]
+
+    @property
+    def n_max(self) -> int:
+        return self.a.shape[1]
+
+    @property
+    def dtype(self):
+        return self.a.dtype
+
+
+def role_trade_bounds(p_min, p_max, edges):
+    """Per-trade boxes from the roles (T3.3e-f): producers only sell, consumers only buy,
+    prosumers trade within their own bounds. Works for numpy and jax arrays."""
+    xp = jnp if isinstance(p_min, jax.Array) else np
+    lo = xp.where(p_min >= 0, 0.0, p_min)[..., :, None]
+    hi = xp.where(p_max <= 0, 0.0, p_max)[..., :, None]
+    zero = xp.zeros_like(edges, dtype=lo.dtype)
+    return xp.where(edges, lo, zero), xp.where(edges, hi, zero)
+
+
+def make_community(a, b, p_min, p_max, edges, charge=None, x=None, y=None, active=None,
+                   trade_min=None, trade_max=None, dtype=jnp.float64) -> Community:
+    """Build a batch from arrays with a leading case axis (numpy or jax)."""
+    a = jnp.asarray(a, dtype)
+    shape = a.shape
+    zeros = jnp.zeros(shape, dtype)
+    edges = jnp.asarray(edges, bool)
+    edges = edges & ~jnp.eye(shape[-1], dtype=bool)
+    p_min = jnp.asarray(p_min, dtype)
+    p_max = jnp.asarray(p_max, dtype)
+    if trade_min is None or trade_max is None:
+        trade_min, trade_max = role_trade_bounds(p_min, p_max, edges)
+    charge = jnp.zeros(edges.shape, dtype) if charge is None else jnp.asarray(charge, dtype)
+    return Community(
+        a=a,
+        b=jnp.asarray(b, dtype),
+        p_min=p_min,
+        p_max=p_max,
+        active=jnp.ones(shape, bool) if active is None else jnp.asarray(active, bool),
+        x=zeros if x is None else jnp.asarray(x, dtype),
+        y=zeros if y is None else jnp.asarray(y, dtype),
+        edges=edges,
+        charge=jnp.where(edges, charge, 0.0),
+        trade_min=jnp.asarray(trade_min, dtype),
+        trade_max=jnp.asarray(trade_max, dtype),
+    )
+
+
+def astype(community: Community, dtype) -> Community:
+    """Cast every floating field to ``dtype`` (float32 is an explicit, measured option)."""
+    return jax.tree_util.tree_map(
+        lambda v: v.astype(dtype) if jnp.issubdtype(v.dtype, jnp.floating) else v, community)
+
+
+def pad_agents(community: Community, n_max: int) -> Community:
+    """Append inactive agents (bounds 0, no edges) up to ``n_max`` agents per case."""
+    extra = n_max - community.n_max
+    if extra < 0:
+        raise ValueError(f"cannot pad {community.n_max} agents down to {n_max}")
+    if extra == 0:
+        return community
+
+    def pad(v):
+        widths = [(0, 0)] + [(0, extra)] * (v.ndim - 1)
+        return jnp.pad(v, widths)
+
+    return jax.tree_util.tree_map(pad, community)
+
+
+def concatenate(communities: Sequence[Community]) -> Community:
+    """One batch from several, padding every case to the largest community."""
+    n_max = max(c.n_max for c in communities)
+    padded = [pad_agents(c, n_max) for c in communities]
+    return jax.tree_util.tree_map(lambda *v: jnp.concatenate(v, axis=0), *padded)
+
+
+def take(community: Community, index) -> Community:
+    """Select cases along the batch axis (an int keeps the axis with length 1)."""
+    index = jnp.atleast_1d(jnp.asarray(index))
+    return jax.tree_util.tree_map(lambda v: v[index], community)
+
+
+def producers(community: Community):
+    return community.active & (community.p_min >= 0) & (community.p_max > 0)
+
+
+def consumers(community: Community):
+    return community.active & (community.p_max <= 0) & (community.p_min < 0)
+
+
+def full_graph(active) -> jax.Array:
+    """Every active agent may trade with every other one."""
+    active = jnp.asarray(active, bool)
+    n = active.shape[-1]
+    return active[..., :, None] & active[..., None, :] & ~jnp.eye(n, dtype=bool)
+
+
+def bipartite_graph(p_min, p_max, active) -> jax.Array:
+    """Producers trade with consumers only; prosumers trade with everyone."""
+    sells = p_max > 0
+    buys = p_min < 0
+    pair = (sells[..., :, None] & buys[..., None, :]) | (buys[..., :, None] & sells[..., None, :])
+    return pair & full_graph(active)
