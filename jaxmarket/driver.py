@@ -9,9 +9,9 @@ An algorithm plugs in as ``Algorithm(init, step, residuals, converged)``:
 
 The driver iterates a whole batch inside one compiled ``lax.while_loop``. Residuals are
 checked every ``check_every`` iterations; a case stops at the first check where it has
-converged (or produced non-finite residuals: it is then flagged as diverged) and its
-state is frozen from then on, so its result does not depend on the other cases of the
-batch. The loop ends when every case has stopped or ``max_iter`` iterations have run
+converged (or its state or residuals stopped being finite: it is then flagged as
+diverged) and its state is frozen from then on, so its result does not depend on the
+other cases of the batch. The loop ends when every case has stopped or ``max_iter`` iterations have run
 (``max_iter`` is rounded up to a multiple of ``check_every``). With ``trace_every > 0``
 (a multiple of ``check_every``) the residuals of running cases are recorded every
 ``trace_every`` iterations; entries after a case stopped are NaN.
@@ -64,6 +64,12 @@ def _freeze(stopped, old, new):
     return jax.tree_util.tree_map(pick, old, new)
 
 
+def _finite(tree):
+    """(B,) True where every value of the case is finite."""
+    leaves = jax.tree_util.tree_leaves(tree)
+    return jnp.stack([jnp.isfinite(v).reshape(v.shape[0], -1).all(1) for v in leaves]).all(0)
+
+
 @partial(jax.jit, static_argnames=("algorithm", "options"))
 def iterate(algorithm: Algorithm, problem, params, options: DriverOptions) -> DriverResult:
     state0 = algorithm.init(problem, params)
@@ -87,7 +93,7 @@ def iterate(algorithm: Algorithm, problem, params, options: DriverOptions) -> Dr
         before = jax.lax.fori_loop(0, options.check_every - 1, one, state)
         after = one(0, before)
         new_res = algorithm.residuals(problem, params, before, after)
-        finite = jnp.stack([jnp.isfinite(r) for r in jax.tree_util.tree_leaves(new_res)]).all(0)
+        finite = _finite(new_res) & _finite(after)
         running = ~stopped
         new_conv = conv | (running & finite & algorithm.converged(params, new_res))
         new_div = div | (running & ~finite)
