@@ -49,16 +49,18 @@ class _LocalProblem(NamedTuple):
     p_min: jax.Array
     p_max: jax.Array
     rho: jax.Array  # (...)
+    # Breakpoints, computed once per solve: trade m is free for kink_lo < mu < kink_hi
+    # (at hi below, at lo above); the injection is free between its two kinks.
+    kink_lo: jax.Array  # (..., M)
+    kink_hi: jax.Array  # (..., M)
+    injection_lo: jax.Array  # (...)
+    injection_hi: jax.Array  # (...)
 
-    @property
-    def trade_kinks(self):
-        """Trade m is free for mu strictly between these (at hi below, at lo above)."""
-        rho = self.rho[..., None]
-        return rho * (self.target - self.hi), rho * (self.target - self.lo)
-
-    @property
-    def injection_kinks(self):
-        return self.b + self.a * self.p_min, self.b + self.a * self.p_max
+    @classmethod
+    def build(cls, target, lo, hi, a, b, p_min, p_max, rho):
+        rho_t = rho[..., None]
+        return cls(target, lo, hi, a, b, p_min, p_max, rho, rho_t * (target - hi),
+                   rho_t * (target - lo), b + a * p_min, b + a * p_max)
 
     def trades(self, mu):
         return jnp.clip(self.target - mu[..., None] / self.rho[..., None], self.lo, self.hi)
@@ -73,14 +75,13 @@ class _LocalProblem(NamedTuple):
     def piece_root(self, mu, right):
         """Root of the affine extension of h on the piece next to ``mu`` (to its right
         where ``right``, else to its left), from the counts of free variables there."""
-        k_lo, k_hi = self.trade_kinks
-        i_lo, i_hi = self.injection_kinks
-        m = mu[..., None]
-        r = right[..., None]
-        free = jnp.where(r, (k_lo <= m) & (m < k_hi), (k_lo < m) & (m <= k_hi))
-        fixed = jnp.where(m <= k_lo, self.hi, self.lo)
+        m, r = mu[..., None], right[..., None]
+        free = jnp.where(r, (self.kink_lo <= m) & (m < self.kink_hi),
+                         (self.kink_lo < m) & (m <= self.kink_hi))
+        fixed = jnp.where(m <= self.kink_lo, self.hi, self.lo)
         total = jnp.where(free, self.target, fixed).sum(-1)  # sum t = total - n_free mu / rho
         n_free = free.sum(-1).astype(mu.dtype)
+        i_lo, i_hi = self.injection_lo, self.injection_hi
         injection_free = (self.a > 0) & jnp.where(right, (i_lo <= mu) & (mu < i_hi),
                                                    (i_lo < mu) & (mu <= i_hi))
         # Free injection: total - n_free mu/rho = (mu - b)/a, multiplied through by a.
@@ -93,13 +94,18 @@ class _LocalProblem(NamedTuple):
 
     def next_kink(self, mu, right):
         """Nearest breakpoint strictly beyond ``mu`` in the given direction (+-inf if none)."""
-        k_lo, k_hi = self.trade_kinks
-        i_lo, i_hi = self.injection_kinks
-        kinks = jnp.concatenate([k_lo, k_hi, i_lo[..., None], i_hi[..., None]], -1)
-        m, r = mu[..., None], right[..., None]
-        beyond = jnp.where(r, kinks > m, kinks < m)
-        ahead = jnp.where(beyond, jnp.where(r, kinks, -kinks), jnp.inf).min(-1)
-        return jnp.where(right, ahead, -ahead)
+        sign = jnp.where(right, 1.0, -1.0).astype(mu.dtype)
+        ahead = sign * mu  # in the direction of travel: the smallest sign * kink > ahead
+
+        def nearest(kinks):
+            directed = sign[..., None] * kinks
+            return jnp.where(directed > ahead[..., None], directed, jnp.inf).min(-1)
+
+        injection = jnp.stack([sign * self.injection_lo, sign * self.injection_hi], -1)
+        nearest_injection = jnp.where(injection > ahead[..., None], injection, jnp.inf).min(-1)
+        closest = jnp.minimum(jnp.minimum(nearest(self.kink_lo), nearest(self.kink_hi)),
+                              nearest_injection)
+        return sign * closest
 
 
 class _NewtonState(NamedTuple):
@@ -145,9 +151,9 @@ def _newton(problem: _LocalProblem, guess, max_steps: int):
 
 def _sorted_search(problem: _LocalProblem):
     """Exact root by sorting all breakpoints and a binary search (the robust fallback)."""
-    k_lo, k_hi = problem.trade_kinks
-    i_lo, i_hi = problem.injection_kinks
-    kinks = jnp.sort(jnp.concatenate([k_lo, k_hi, i_lo[..., None], i_hi[..., None]], -1), -1)
+    kinks = jnp.concatenate([problem.kink_lo, problem.kink_hi, problem.injection_lo[..., None],
+                             problem.injection_hi[..., None]], -1)
+    kinks = jnp.sort(kinks, -1)
     n = kinks.shape[-1]
 
     def kink(index):
@@ -182,8 +188,8 @@ def solve_agents(target, lo, hi, a, b, p_min, p_max, rho, guess, max_newton: int
     of the perceived price broadcast against (...).
     """
     shape = target.shape[:-1]
-    problem = _LocalProblem(target, lo, hi, *(jnp.broadcast_to(v, shape).astype(target.dtype)
-                                              for v in (a, b, p_min, p_max, rho)))
+    problem = _LocalProblem.build(target, lo, hi, *(jnp.broadcast_to(v, shape).astype(target.dtype)
+                                                    for v in (a, b, p_min, p_max, rho)))
     mu, done = _newton(problem, jnp.broadcast_to(guess, shape).astype(target.dtype), max_newton)
     mu = jax.lax.cond(jnp.all(done), lambda: mu,
                       lambda: jnp.where(done, mu, _sorted_search(problem)))
