@@ -17,6 +17,7 @@ import jax.numpy as jnp
 from jaxmarket.community import Community
 from jaxmarket.driver import Algorithm
 from jaxmarket.local import solve_agents
+from jaxmarket.metrics import p2p_objective
 
 
 class ADMMParams(NamedTuple):
@@ -35,6 +36,7 @@ class ADMMState(NamedTuple):
 class Residuals(NamedTuple):
     primal: jax.Array  # (B,) sqrt(sum_n r_n), r_n = sum_m (p_nm + p_mn)^2   (T3.13)
     dual: jax.Array  # (B,) sqrt(sum_n s_n), s_n = sum_m (p_nm^{k+1} - p_nm^k)^2
+    objective: jax.Array  # (B,) P2P objective of the current trades (for gap traces)
 
 
 def _swap(m):
@@ -64,7 +66,8 @@ def residuals(community: Community, params: ADMMParams, previous: ADMMState,
               current: ADMMState) -> Residuals:
     mismatch = current.trades + _swap(current.trades)
     change = current.trades - previous.trades
-    return Residuals(jnp.sqrt((mismatch**2).sum((-1, -2))), jnp.sqrt((change**2).sum((-1, -2))))
+    return Residuals(jnp.sqrt((mismatch**2).sum((-1, -2))), jnp.sqrt((change**2).sum((-1, -2))),
+                     p2p_objective(community, current.trades))
 
 
 def converged(params: ADMMParams, res: Residuals) -> jax.Array:

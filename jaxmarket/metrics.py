@@ -27,6 +27,13 @@ def agent_costs(community: Community, power):
     return jnp.where(community.active, cost, 0.0)
 
 
+def p2p_objective(community: Community, trades):
+    """sum_n c_n(sum_m p_nm) + sum_nm gamma_nm p_nm of every case (T3.9)."""
+    trades = jnp.where(community.edges, trades, 0.0)
+    charges = (community.charge * trades).sum((-1, -2))
+    return agent_costs(community, trades.sum(-1)).sum(-1) + charges
+
+
 @jax.jit
 def market_metrics(community: Community, trades, prices, iterations, traded_floor):
     """Outcome columns of every case, as a dict of (B,) arrays."""

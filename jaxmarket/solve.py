@@ -80,6 +80,7 @@ def _long_trace(trace, every: int):
     if trace is None:
         return None
     primal, dual = np.asarray(trace.primal), np.asarray(trace.dual)
+    objective = np.asarray(trace.objective)
     case, slot = np.nonzero(~np.isnan(primal))
-    return {"case": case, "iteration": (slot + 1) * every,
-            "primal_residual": primal[case, slot], "dual_residual": dual[case, slot]}
+    return {"case": case, "iteration": (slot + 1) * every, "primal_residual": primal[case, slot],
+            "dual_residual": dual[case, slot], "objective": objective[case, slot]}
