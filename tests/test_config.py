@@ -1,0 +1,113 @@
+"""Study files: defaults, the order of the cells, overrides, the hash and the errors."""
+
+from pathlib import Path
+
+import pytest
+
+from jaxmarket.config import load_study, parse_override, resolve, solver_options
+from jaxmarket.errors import InputError
+from jaxmarket.generator import GeneratorParams
+from jaxmarket.solve import SolverOptions
+
+
+def test_defaults():
+    study = resolve({}, "study")
+    assert (study.name, study.seed, study.out, study.chunk_size) == ("study", 0, Path("outputs/study"), 256)
+    assert (study.dtype, study.cases_per_cell, study.swept) == ("float64", 100, ())
+    (cell,) = study.cells
+    assert cell.solver == SolverOptions() and cell.generator == GeneratorParams()
+    assert (cell.n_agents, cell.layout, cell.sparsity) == (25, "full", 0.0)
+
+
+def test_cells_are_a_product_in_schema_order():
+    # Given in another order in the file; swept in schema order, the last one fastest.
+    raw = {"solver": {"rho": [1.0, 2.0]}, "graph": {"sparsity": [0.0, 0.5, 0.25]},
+           "community": {"producer_b": [[10, 20], [20, 30]]}}
+    study = resolve(raw, "study")
+    assert study.swept == ("community.producer_b", "graph.sparsity", "solver.rho")
+    points = [(c.generator.producer_b, c.sparsity, c.solver.rho) for c in study.cells]
+    assert points[:4] == [((10.0, 20.0), 0.0, 1.0), ((10.0, 20.0), 0.0, 2.0),
+                          ((10.0, 20.0), 0.5, 1.0), ((10.0, 20.0), 0.5, 2.0)]
+    assert len(points) == 12 and points[-1] == ((20.0, 30.0), 0.25, 2.0)
+    assert [c.index for c in study.cells] == list(range(12))
+    assert study.cells[0].labels()["producer_b_lo"] == 10.0
+
+
+def test_a_single_range_is_not_a_sweep():
+    study = resolve({"community": {"consumer_b": [50, 90]}}, "study")
+    assert study.swept == () and study.cells[0].generator.consumer_b == (50.0, 90.0)
+
+
+@pytest.mark.parametrize("raw, message", [
+    ({"solver": {"rho": "x"}}, 'solver.rho: expected a positive number, got "x"'),
+    ({"solver": {"rho": -1}}, "solver.rho: must be > 0, got -1.0"),
+    ({"solver": {"rhoo": 1}}, "solver.rhoo: unknown key"),
+    ({"grid": {}}, "grid: unknown key"),
+    ({"run": []}, "run: expected a table, got []"),
+    ({"run": {"seed": True}}, "run.seed: expected a non-negative integer, got true"),
+    ({"run": {"seed": [1, 2]}}, "run.seed: expected a non-negative integer, got [1, 2]"),
+    ({"run": {"dtype": "float16"}}, 'run.dtype: expected one of "float64", "float32", got "float16"'),
+    ({"run": {"name": "a b"}}, "run.name: expected letters, digits"),
+    ({"run": {"chunk_size": 0}}, "run.chunk_size: must be > 0, got 0"),
+    ({"community": {"n_agents": 10.0}}, "community.n_agents: expected an integer >= 2, got 10.0"),
+    ({"community": {"producer_b": [1]}}, "community.producer_b: expected [low, high], got [1]"),
+    ({"community": {"producer_b": [40, 15]}}, "community.producer_b: low 40.0 exceeds high 15.0"),
+    ({"community": {"n_agents": 4, "max_share": 0.4}}, "community.max_share: 0.4 x 2 agents"),
+    ({"graph": {"sparsity": 1.0}}, "graph.sparsity: must be < 1, got 1.0"),
+    ({"graph": {"sparsity": -0.1}}, "graph.sparsity: must be >= 0, got -0.1"),
+    ({"graph": {"sparsity": [0.0, 1.0]}}, "graph.sparsity[1]: must be < 1, got 1.0"),
+    ({"graph": {"sparsity": []}}, "graph.sparsity: empty sweep list"),
+    ({"graph": {"sparsity": [0.5, 0.5]}}, "graph.sparsity[1]: duplicate value 0.5"),
+    ({"graph": {"layout": "ring"}}, 'graph.layout: expected one of "full", "bipartite", got "ring"'),
+    ({"solver": {"eps_dual": 0}}, "solver.eps_dual: must be > 0, got 0.0"),
+    ({"solver": {"algorithm": "rci"}}, 'solver.algorithm: expected one of "admm", got "rci"'),
+    ({"solver": {"max_iter": float("nan")}}, "solver.max_iter: expected a positive integer, got NaN"),
+    ({"solver": {"check_every": 3, "trace_every": [9, 10]}},
+     "solver.trace_every: must be a multiple of solver.check_every (3), got 10"),
+])
+def test_bad_studies(raw, message):
+    with pytest.raises(InputError) as error:
+        resolve(raw, "study")
+    assert str(error.value).startswith(message)
+
+
+def test_overrides():
+    assert parse_override("graph.sparsity=[0, 0.5]") == ("graph.sparsity", [0, 0.5])
+    assert parse_override("graph.layout=bipartite") == ("graph.layout", "bipartite")
+    assert parse_override("run.name = a=b") == ("run.name", "a=b")
+    study = resolve({"solver": {"rho": 2.0}}, "study", [parse_override("solver.rho=[0.5, 1]")])
+    assert [c.solver.rho for c in study.cells] == [0.5, 1.0]
+    with pytest.raises(InputError, match='^--set: expected section.key=value, got "rho=1"$'):
+        parse_override("rho=1")
+    with pytest.raises(InputError, match='^solver.rho: expected a positive number, got "x"$'):
+        resolve({}, "study", [parse_override("solver.rho=x")])
+    with pytest.raises(InputError, match="^solver.rhoo: unknown key"):
+        resolve({}, "study", [parse_override("solver.rhoo=1")])
+
+
+def test_config_hash():
+    base = resolve({"solver": {"rho": 1}, "graph": {"layout": "full"}}, "study").config_hash
+    assert resolve({"graph": {}, "solver": {"rho": 1.0}}, "study").config_hash == base
+    assert resolve({"run": {"out": "elsewhere"}}, "study").config_hash == base
+    assert resolve({"solver": {"rho": 2}}, "study").config_hash != base
+    assert resolve({}, "other").config_hash != base
+
+
+def test_solver_options():
+    options = solver_options({"rho": 2, "eps_primal": 1e-3, "eps_dual": 1e-3})
+    assert options == SolverOptions(rho=2.0, eps_primal=1e-3, eps_dual=1e-3)
+    with pytest.raises(InputError, match="^solver.max_iter: must be > 0, got 0$"):
+        solver_options({"max_iter": 0})
+
+
+def test_load_study(tmp_path):
+    path = tmp_path / "my-study.toml"
+    path.write_text('[graph]\nsparsity = [0.0, 0.5]\n')
+    study = load_study(path, ["solver.rho=2"], out=tmp_path / "out")
+    assert (study.name, study.out, len(study.cells)) == ("my-study", tmp_path / "out", 2)
+    assert study.config["run"]["out"] == str(tmp_path / "out")
+    path.write_text("[graph\nsparsity = 0.5\n")
+    with pytest.raises(InputError, match=f"^{path}: malformed TOML: .*line 1"):
+        load_study(path)
+    with pytest.raises(InputError, match="no such file"):
+        load_study(tmp_path / "missing.toml")
