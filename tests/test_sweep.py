@@ -1,0 +1,177 @@
+"""The sweep runner on a tiny study with the real generator and solver: the rows do not
+depend on the chunk size, and interrupted runs resume to exactly the uninterrupted rows.
+
+Every run here uses 4 agents and the same solver options, so that the compiled functions
+are shared across tests (batch sizes 3, 7 and 16 only)."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from jaxmarket import sweep
+from jaxmarket.config import load_study
+from jaxmarket.errors import InputError
+
+TINY = """
+[run]
+name = "tiny"
+cases_per_cell = 16
+chunk_size = 7
+[community]
+n_agents = 4
+charge_per_distance = 1.0
+[graph]
+sparsity = 0.5
+[solver]
+rho = [1.0, 2.0]
+max_iter = 300
+trace_every = 10
+"""
+
+
+def tiny_study(folder, *overrides, text=TINY):
+    path = folder / "tiny.toml"
+    path.write_text(text)
+    return load_study(path, overrides, out=folder / "out")
+
+
+def run_study(study, **flags):
+    return list(sweep.run(sweep.prepare(study, **flags)))
+
+
+def read_rows(out, folder="cases"):
+    """Every part of the dataset, timing columns dropped, in a canonical order."""
+    frame = pd.read_parquet(out / folder).drop(columns=list(sweep.TIMING_COLUMNS), errors="ignore")
+    keys = ["cell", "case_index"] + (["iteration"] if folder == "traces" else [])
+    return frame.sort_values(keys).reset_index(drop=True)
+
+
+def assert_same_dataset(out, expected_out):
+    for folder in ("cases", "traces"):
+        pd.testing.assert_frame_equal(read_rows(out, folder), read_rows(expected_out, folder),
+                                      check_exact=True)
+    manifest = json.loads((out / sweep.MANIFEST).read_text())
+    assert manifest["complete"]
+    on_disk = {f"{p.parent.name}/{p.name}" for p in out.glob("*/*.parquet")}
+    listed = {entry[key] for entry in manifest["chunks"].values() for key in ("cases", "traces")}
+    assert on_disk == listed and not list(out.glob("**/.*"))
+
+
+@pytest.fixture(scope="module")
+def baseline(tmp_path_factory):
+    """The uninterrupted run with chunks of 7."""
+    study = tiny_study(tmp_path_factory.mktemp("baseline"))
+    run_study(study)
+    return study.out
+
+
+def test_dataset(baseline):
+    rows = pd.read_parquet(baseline / "cases")
+    assert len(rows) == 32 and not rows.duplicated(["cell", "case_index"]).any()
+    assert sorted(rows.case_index.unique()) == list(range(16))
+    assert set(rows.rho) == {1.0, 2.0} and set(rows.sparsity) == {0.5} and set(rows.study) == {"tiny"}
+    assert {"n_agents", "layout", "charge_per_distance", "algorithm", "dtype", "seed", "iterations",
+            "converged", "objective", "optimality_gap", "wall_time_s"} <= set(rows.columns)
+    assert (rows.wall_time_s > 0).all() and rows.iterations.between(1, 300).all()
+    # Paired cells: case k is the same community whatever rho.
+    by_cell = rows.set_index(["case_index", "cell"]).reference_objective.unstack()
+    assert np.array_equal(by_cell[0], by_cell[1])
+    trace = pd.read_parquet(baseline / "traces")
+    assert {"study", "cell", "case_index", "iteration", "primal_residual",
+            "dual_residual"} <= set(trace.columns)
+    assert (trace.iteration % 10 == 0).all()
+    manifest = json.loads((baseline / sweep.MANIFEST).read_text())
+    assert len(manifest["chunks"]) == manifest["n_chunks"] == 6  # 2 cells x (7 + 7 + 2)
+    meta = json.loads(pq.read_schema(baseline / "cases" / "part-c0001-k00014.parquet").metadata[b"jaxmarket"])
+    assert meta["config_hash"] == manifest["config_hash"] and meta["cases"] == [14, 16]
+
+
+@pytest.mark.parametrize("chunk_size", [3, 16])
+def test_rows_do_not_depend_on_the_chunk_size(tmp_path, baseline, chunk_size):
+    study = tiny_study(tmp_path, f"run.chunk_size={chunk_size}")
+    run_study(study)
+    assert_same_dataset(study.out, baseline)
+
+
+def test_padding():
+    chunk = sweep.Chunk(cell=None, start=14, stop=16)
+    assert list(sweep.case_indices(chunk, 7)) == [14, 15, 15, 15, 15, 15, 15]
+
+
+def _fail_on_call(monkeypatch, name, call):
+    """Make ``sweep.<name>`` raise on its ``call``-th call, like a kill at that point."""
+    real, calls = getattr(sweep, name), []
+
+    def fake(*args):
+        calls.append(1)
+        if len(calls) == call:
+            raise KeyboardInterrupt
+        return real(*args)
+
+    monkeypatch.setattr(sweep, name, fake)
+
+
+@pytest.mark.parametrize("name, call", [
+    ("write_table", 6),  # chunk 3's cases: its trace is on disk, the manifest lists 2 chunks
+    ("write_manifest", 4),  # after chunk 3's parts: on disk but not in the manifest
+])
+def test_resume_after_a_kill(tmp_path, monkeypatch, baseline, name, call):
+    study = tiny_study(tmp_path)
+    with monkeypatch.context() as patch:
+        _fail_on_call(patch, name, call)
+        with pytest.raises(KeyboardInterrupt):
+            run_study(study)
+    (study.out / "cases" / ".part-c0000-k00000.parquet.tmp").write_bytes(b"half a file")
+    manifest = json.loads((study.out / sweep.MANIFEST).read_text())
+    assert len(manifest["chunks"]) == 2 and not manifest["complete"]
+
+    with pytest.raises(InputError, match="unfinished study .* use --resume .* or --overwrite"):
+        sweep.prepare(study)
+    assert len(run_study(study, resume=True)) == 4
+    assert_same_dataset(study.out, baseline)
+
+
+def test_finished_study_reruns_nothing_and_overwrite_redoes_it(tmp_path, baseline):
+    study = tiny_study(tmp_path)
+    run_study(study)
+    assert sweep.prepare(study).pending == () == sweep.prepare(study, resume=True).pending
+    (study.out / "cases" / "stale.parquet").write_bytes(b"not ours")
+    assert len(run_study(study, overwrite=True)) == 6
+    assert not (study.out / "cases" / "stale.parquet").exists()
+    assert_same_dataset(study.out, baseline)
+
+
+def test_output_directory_checks(tmp_path):
+    study = tiny_study(tmp_path)
+    study.out.mkdir()
+    (study.out / "notes.txt").write_text("mine")
+    with pytest.raises(InputError, match="is not empty and holds no manifest.json"):
+        sweep.prepare(study, overwrite=True)
+    (study.out / "notes.txt").unlink()
+    sweep.write_manifest(study.out, {"config_hash": "0123", "chunks": {}})
+    with pytest.raises(InputError, match="^--resume: .* holds a different study"):
+        sweep.prepare(study, resume=True)
+    with pytest.raises(InputError, match="^--resume: cannot be combined with --overwrite"):
+        sweep.prepare(study, resume=True, overwrite=True)
+    assert sweep.prepare(study, overwrite=True).overwrite
+
+
+def test_diverging_cases_stay_rows(tmp_path, monkeypatch):
+    real = sweep.solve_batch
+
+    def diverging(community, options):
+        result = real(community, options)
+        rows = {key: np.array(value) for key, value in result.rows.items()}
+        rows["objective"][0], rows["diverged"][0] = np.nan, True
+        return result._replace(rows=rows)
+
+    monkeypatch.setattr(sweep, "solve_batch", diverging)
+    study = tiny_study(tmp_path)
+    run_study(study)
+    rows = pd.read_parquet(study.out / "cases")
+    assert len(rows) == 32
+    first = rows[rows.case_index % 7 == 0]  # the first case of each chunk
+    assert first.diverged.all() and first.objective.isna().all()
