@@ -1,0 +1,150 @@
+"""Command line: ``jaxmarket sweep | solve | validate``.
+
+User errors (``InputError``, missing files) print one line ``error: <field>: <problem>`` on
+stderr and exit with status 2, before anything is written.
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Optional
+
+import jax
+import numpy as np
+import pyarrow as pa
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, ProgressColumn, TextColumn, TimeRemainingColumn
+from rich.text import Text
+
+from jaxmarket import sweep as runner
+from jaxmarket.case import load_case
+from jaxmarket.config import load_study, solver_options
+from jaxmarket.errors import InputError
+from jaxmarket.solve import solve_batch
+
+# Plain click error output: a usage error stays a short, greppable message.
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  rich_markup_mode=None, help="Batched Monte Carlo studies of P2P electricity markets.")
+
+SET_HELP = "Override a study key, e.g. --set graph.sparsity=[0,0.5] (repeatable)."
+
+
+@contextmanager
+def _user_errors():
+    try:
+        yield
+    except InputError as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(2) from None
+
+
+class _CasesPerSecond(ProgressColumn):
+    def render(self, task) -> Text:
+        return Text(f"{task.speed:.1f} cases/s" if task.speed else "- cases/s")
+
+
+def _progress(console: Console) -> Progress:
+    return Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("chunks {task.fields[chunks]}"),
+                    _CasesPerSecond(), TimeRemainingColumn(), console=console,
+                    disable=not console.is_terminal)
+
+
+@app.command()
+def sweep(
+    file: Path = typer.Argument(..., metavar="FILE", help="Study file (TOML)."),
+    out: Optional[Path] = typer.Option(None, metavar="DIR", help="Output directory (default: run.out)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue an unfinished study."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Delete the existing dataset and start over."),
+    set_: Optional[list[str]] = typer.Option(None, "--set", metavar="KEY=VALUE", help=SET_HELP),
+):
+    """Run a study and write its Parquet dataset."""
+    with _user_errors():
+        study = load_study(file, set_ or (), out)
+        plan = runner.prepare(study, resume=resume, overwrite=overwrite)
+    total, pending = len(plan.chunks), plan.pending
+    if not pending:
+        typer.echo(f"{study.name}: all {total} chunks are already in {study.out}; nothing to do "
+                   f"(--overwrite reruns the study)")
+        return
+    done, cases = total - len(pending), sum(c.n_cases for c in pending)
+    typer.echo(f"{study.name}: running {len(pending)} of {total} chunks ({cases} cases) into {study.out}")
+    console, start = Console(stderr=True), time.perf_counter()
+    with _user_errors(), _progress(console) as progress:
+        task = progress.add_task(study.name, total=cases, chunks=f"{done}/{total}")
+        try:
+            for chunk in runner.run(plan):
+                done += 1
+                progress.update(task, advance=chunk.n_cases, chunks=f"{done}/{total}")
+                if progress.disable:  # a log file gets one line per chunk instead of a bar
+                    typer.echo(f"{chunk.name}: {done}/{total} chunks", err=True)
+        except KeyboardInterrupt:
+            typer.echo(f"interrupted after {done}/{total} chunks; rerun the same command with "
+                       f"--resume to continue", err=True)
+            raise typer.Exit(130) from None
+    typer.echo(f"{study.name}: {len(pending)} chunks ({cases} cases) written to {study.out} "
+               f"in {time.perf_counter() - start:.1f} s")
+
+
+@app.command()
+def validate(
+    file: Path = typer.Argument(..., metavar="FILE", help="Study file (TOML)."),
+    set_: Optional[list[str]] = typer.Option(None, "--set", metavar="KEY=VALUE", help=SET_HELP),
+):
+    """Check a study without running it."""
+    with _user_errors():
+        study = load_study(file, set_ or ())
+    swept = ", ".join(f"{key} ({len({cell.values[key] for cell in study.cells})})"
+                      for key in study.swept) or "nothing"
+    typer.echo(f"{file}: study {study.name} is valid: {len(study.cells)} cells x {study.cases_per_cell} "
+               f"cases = {study.n_cases} cases; swept: {swept}; output {study.out}; "
+               f"config hash {study.config_hash}")
+
+
+def _trades_table(case, trades, prices) -> pa.Table:
+    """One row per directed trade on the graph, agents named by their ids in the file."""
+    n, m = np.nonzero(np.asarray(case.community.edges[0]))
+    ids = np.asarray(case.agent_ids)
+    return pa.table({"i": ids[n], "j": ids[m], "p_ij": np.asarray(trades[0])[n, m],
+                     "price_ij": np.asarray(prices[0])[n, m]})
+
+
+@app.command()
+def solve(
+    case_file: Path = typer.Argument(..., metavar="CASE.json", help="Case file (JSON)."),
+    algorithm: str = typer.Option("admm", metavar="NAME", help="Market algorithm."),
+    rho: float = typer.Option(1.0, metavar="R", help="ADMM penalty."),
+    tol: float = typer.Option(1e-4, metavar="T", help="Primal and dual tolerance (both eps)."),
+    max_iter: int = typer.Option(10_000, metavar="K", help="Iteration limit."),
+    out: Optional[Path] = typer.Option(None, metavar="FILE.parquet",
+                                       help="Write the case row here and the trades to FILE.trades.parquet."),
+):
+    """Solve one case file and print a summary."""
+    with _user_errors():
+        case = load_case(case_file)
+        options = solver_options({"algorithm": algorithm, "rho": rho, "eps_primal": tol,
+                                  "eps_dual": tol, "max_iter": max_iter})
+        if out is not None and out.suffix != ".parquet":
+            raise InputError("--out", f"expected a .parquet file name, got {str(out)!r}")
+    start = time.perf_counter()
+    result = jax.block_until_ready(solve_batch(case.community, options))
+    elapsed = time.perf_counter() - start
+    row = {key: np.asarray(value)[0].item() for key, value in result.rows.items()}
+    typer.echo(
+        f"{case.name}: {row['iterations']} iterations, converged {row['converged']}\n"
+        f"  price min/mean/max  {row['price_min']:.4f} / {row['mean_price']:.4f} / {row['price_max']:.4f}\n"
+        f"  total traded        {row['total_traded']:.4f}\n"
+        f"  objective           {row['objective']:.4f}\n"
+        f"  reference objective {row['reference_objective']:.4f} (gap {row['optimality_gap']:.3e})\n"
+        f"  wall time           {elapsed:.3f} s (including compilation)")
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        labels = {"case": case.name, "file": str(case_file), **options._asdict()}
+        table = pa.table({**{k: [v] for k, v in labels.items()}, **{k: [v] for k, v in row.items()},
+                          "wall_time_s": [elapsed]})
+        runner.write_table(out, table, {"case": case.name})
+        trades = out.with_name(out.stem + ".trades.parquet")
+        runner.write_table(trades, _trades_table(case, result.trades, result.prices), {"case": case.name})
+        typer.echo(f"  wrote {out} and {trades}")
