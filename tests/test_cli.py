@@ -131,6 +131,6 @@ def test_solve_bad_files_and_options(tmp_path):
     assert_user_error(invoke("solve", tmp_path / "nope.json"), f"{tmp_path / 'nope.json'}: no such file")
     case = DATA / "new_england_31.json"
     assert_user_error(invoke("solve", case, "--rho", "-1"), "solver.rho: must be > 0, got -1.0")
-    assert_user_error(invoke("solve", case, "--algorithm", "rci"), 'solver.algorithm: expected one of "admm"')
+    assert_user_error(invoke("solve", case, "--algorithm", "simplex"), 'solver.algorithm: expected one of "admm"')
     assert_user_error(invoke("solve", case, "--out", tmp_path / "x.csv"), "--out: expected a .parquet file name")
     assert not (tmp_path / "x.csv").exists()

@@ -60,7 +60,7 @@ def test_a_single_range_is_not_a_sweep():
     ({"graph": {"sparsity": [0.5, 0.5]}}, "graph.sparsity[1]: duplicate value 0.5"),
     ({"graph": {"layout": "ring"}}, 'graph.layout: expected one of "full", "bipartite", got "ring"'),
     ({"solver": {"eps_dual": 0}}, "solver.eps_dual: must be > 0, got 0.0"),
-    ({"solver": {"algorithm": "rci"}}, 'solver.algorithm: expected one of "admm", got "rci"'),
+    ({"solver": {"algorithm": "simplex"}}, 'solver.algorithm: expected one of "admm"'),
     ({"solver": {"max_iter": float("nan")}}, "solver.max_iter: expected a positive integer, got NaN"),
     ({"solver": {"check_every": 3, "trace_every": [9, 10]}},
      "solver.trace_every: must be a multiple of solver.check_every (3), got 10"),
