@@ -1,0 +1,1 @@
+"""Benchmarks of the jaxmarket kernels and the plain NumPy baseline they are measured against."""

@@ -1,0 +1,242 @@
+"""Throughput of the batched JAX ADMM kernel (SPEC 3.1) against the plain NumPy loop.
+
+    python -m bench.admm_kernel [--quick] [--dtype float32]
+
+For every agent count N and batch size B, random full-graph communities with charges run
+a fixed number of iterations (``eps = 0``, so no case stops early) through
+``driver.iterate(admm.ALGORITHM, ...)``. The first call includes tracing and compilation;
+the following calls are timed (best and median; the machine is shared, so the best run is
+the one least disturbed by other work and gives the throughput). The NumPy baseline
+(``bench.numpy_admm``) runs the first few cases of each N in the same process for the same
+number of iterations. A full run rewrites its own dtype's section of ``bench/RESULTS.md``
+and leaves the rest of the file as it is; ``--quick`` only prints.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import re
+import statistics
+import subprocess
+import time
+from pathlib import Path
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxmarket import admm
+from jaxmarket.driver import DriverOptions, iterate
+from jaxmarket.generator import GeneratorParams, generate
+
+from bench.numpy_admm import case_arrays, solve_case
+
+RESULTS = Path(__file__).with_name("RESULTS.md")
+HEADLINE = (25, 1000)  # (N, B)
+HEADLINE_TARGET = 30.0  # speed-up over the NumPy loop
+SEED = 0
+COMMUNITY = GeneratorParams(charge_per_distance=10.0)  # gamma up to ~7 EUR/MWh per side
+
+
+class Plan(NamedTuple):
+    batches: dict  # N -> batch sizes
+    iterations: int
+    numpy_cases: int  # cases of each N run through the NumPy loop
+
+
+# B * N^2 <= ~1e6 trades (N = 10 up to 1e4 cases): a timed run takes seconds on two cores
+# and the full run stays within ~10 minutes; beyond, throughput only drops (see RESULTS.md).
+FULL = Plan({10: (1, 10, 100, 1000, 10000), 25: (1, 10, 100, 1000), 50: (1, 10, 100, 400),
+             100: (1, 10, 100), 200: (1, 10, 25), 300: (1, 10)}, iterations=100, numpy_cases=3)
+QUICK = Plan({10: (1, 100), 25: (1, 1000), 100: (1, 10)}, iterations=50, numpy_cases=2)
+
+
+class Row(NamedTuple):
+    n: int
+    batch: int
+    first_s: float  # first call: trace, compile and one run
+    second_s: float
+    best_s: float  # over the second and later calls
+    median_s: float
+    case_iterations: int
+    numpy_s: float  # NumPy seconds per case-iteration
+
+    @property
+    def compile_s(self):
+        return self.first_s - self.second_s
+
+    @property
+    def case_iter_rate(self):
+        return self.case_iterations / self.best_s
+
+    @property
+    def trade_rate(self):
+        """Directed trade updates per second: N (N - 1) per case-iteration."""
+        return self.n * (self.n - 1) * self.case_iter_rate
+
+    @property
+    def speedup(self):
+        return self.numpy_s * self.case_iter_rate
+
+
+def repeat(run, min_runs=2, max_runs=5, budget_s=3.0):
+    """Wall times of repeated calls: at least ``min_runs``, more while within budget."""
+    times = []
+    while len(times) < min_runs or (len(times) < max_runs and sum(times) < budget_s):
+        start = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def time_kernel(community, iterations):
+    """(first call, second and later calls, case-iterations run) of the ADMM kernel."""
+    n_cases = community.n_cases
+    dtype = community.dtype
+    params = admm.ADMMParams(jnp.ones(n_cases, dtype), jnp.zeros(n_cases, dtype),
+                             jnp.zeros(n_cases, dtype))
+    options = DriverOptions(max_iter=iterations)
+
+    def run():
+        return jax.block_until_ready(iterate(admm.ALGORITHM, community, params, options))
+
+    start = time.perf_counter()
+    result = run()
+    first = time.perf_counter() - start
+    return first, repeat(run), int(np.asarray(result.iterations).sum())
+
+
+def time_numpy(community, n_cases, iterations):
+    """Best seconds per case-iteration of the NumPy loop over the first ``n_cases``."""
+    cases = [case_arrays(community, i) for i in range(n_cases)]
+
+    def run():
+        for case in cases:
+            solve_case(**case, rho=1.0, eps=0.0, max_iter=iterations)
+
+    return min(repeat(run, min_runs=3, max_runs=10, budget_s=5.0)) / (n_cases * iterations)
+
+
+def benchmark(plan: Plan, dtype):
+    rows = []
+    for n, batches in plan.batches.items():
+        largest = generate(SEED, np.arange(max(batches)), n, COMMUNITY, dtype=dtype)
+        numpy_s = time_numpy(largest, plan.numpy_cases, plan.iterations)
+        for batch in batches:
+            community = jax.tree_util.tree_map(lambda v: v[:batch], largest)
+            first, times, case_iterations = time_kernel(community, plan.iterations)
+            row = Row(n, batch, first, times[0], min(times), statistics.median(times),
+                      case_iterations, numpy_s)
+            print(format_row(row), flush=True)
+            rows.append(row)
+    return rows
+
+
+TABLE_HEADER = (
+    "| N | B | case-iter/s | trade updates/s | µs/case-iter | NumPy µs/case-iter | speed-up "
+    "| first / second call (s) | compile (s) | run best / median (s) |\n"
+    "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+
+
+def format_row(r: Row) -> str:
+    return (f"| {r.n} | {r.batch} | {r.case_iter_rate:.3g} | {r.trade_rate:.3g} "
+            f"| {1e6 / r.case_iter_rate:.3g} | {1e6 * r.numpy_s:.3g} | {r.speedup:.1f}× "
+            f"| {r.first_s:.2f} / {r.second_s:.3g} | {r.compile_s:.2f} "
+            f"| {r.best_s:.3g} / {r.median_s:.3g} |")
+
+
+def headline(rows) -> str:
+    r = next(r for r in rows if (r.n, r.batch) == HEADLINE)
+    verdict = "meets" if r.speedup >= HEADLINE_TARGET else "misses"
+    return (f"Headline N = {r.n}, B = {r.batch}: {r.case_iter_rate:.3g} case-iterations/s, "
+            f"{r.trade_rate:.3g} trade updates/s, {r.speedup:.1f}× the NumPy loop "
+            f"({1e6 * r.numpy_s:.0f} µs vs {1e6 / r.case_iter_rate:.1f} µs per case-iteration; "
+            f"{verdict} the {HEADLINE_TARGET:.0f}× target).")
+
+
+def cpu_model() -> str:
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.processor() or "unknown"
+    match = re.search(r"^model name\s*:\s*(.+)$", text, re.MULTILINE)
+    return match.group(1).strip() if match else "unknown"
+
+
+def kernel_version() -> str:
+    """Commit of the measured kernel, marked when jaxmarket/ has uncommitted changes."""
+    root = Path(__file__).resolve().parents[1]
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root,
+                                capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "jaxmarket"], cwd=root,
+                               capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return commit + (" with uncommitted changes in jaxmarket/" if dirty else "")
+
+
+def report(rows, plan: Plan, dtype, command: str, load_before, load_after) -> str:
+    device = jax.devices()[0]
+    iterations = plan.iterations
+    return "\n".join([
+        f"## CPU, {jnp.dtype(dtype).name}",
+        "",
+        f"- Command: `{command}`",
+        f"- Date: {datetime.date.today().isoformat()}",
+        f"- Machine: {cpu_model()}, {os.cpu_count()} cores; load average "
+        f"{load_before[0]:.1f} before, {load_after[0]:.1f} after (shared machine)",
+        f"- jax {jax.__version__}, device {device.platform} ({device.device_kind}), "
+        f"dtype {jnp.dtype(dtype).name}, kernel at {kernel_version()}",
+        f"- Random full-graph communities with charges (generator seed {SEED}, "
+        f"charge_per_distance {COMMUNITY.charge_per_distance}), rho = 1, eps = 0, "
+        f"{iterations} iterations per run",
+        f"- Throughput from the best run after the first call; compile = first − second "
+        f"call. NumPy: "
+        f"the first {plan.numpy_cases} cases of each N, same dtype and iterations, best of "
+        f"repeated runs.",
+        "",
+        TABLE_HEADER,
+        *map(format_row, rows),
+        "",
+        headline(rows),
+        "",
+    ])
+
+
+def write_section(section: str, key: str, path: Path = RESULTS):
+    """Replace (or append) the block between this key's markers, keeping the rest."""
+    begin, end = f"<!-- begin {key} -->", f"<!-- end {key} -->"
+    block = f"{begin}\n{section}{end}\n"
+    text = path.read_text() if path.exists() else "# ADMM kernel benchmark\n\n"
+    pattern = re.compile(re.escape(begin) + r".*?" + re.escape(end) + r"\n?", re.DOTALL)
+    text = pattern.sub(lambda _: block, text) if pattern.search(text) else text + "\n" + block
+    path.write_text(text)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="a smoke run of about a minute")
+    parser.add_argument("--dtype", choices=("float64", "float32"), default="float64")
+    args = parser.parse_args(argv)
+    plan = QUICK if args.quick else FULL
+    dtype = jnp.dtype(args.dtype)
+    command = "python -m bench.admm_kernel" + " --quick" * args.quick + (
+        f" --dtype {args.dtype}" if args.dtype != "float64" else "")
+
+    load_before = os.getloadavg()
+    print(TABLE_HEADER)
+    rows = benchmark(plan, dtype)
+    section = report(rows, plan, dtype, command, load_before, os.getloadavg())
+    print()
+    print(section)
+    if not args.quick:
+        write_section(section, f"cpu-{dtype.name}")
+
+
+if __name__ == "__main__":
+    main()
