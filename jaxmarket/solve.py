@@ -3,36 +3,86 @@ the sweep runner.
 
 The distributed algorithm runs in the community's dtype (float64 by default, float32 on
 request); the exact references (centralized P2P problem, pool price) always run in
-float64, so the optimality gap of a float32 run measures the float32 error.
+float64, so the optimality gap of a float32 run measures the float32 error. The gap of a
+P2P algorithm (ADMM, RCI, PCMBED) is taken against the centralized P2P problem, that of a
+pool algorithm (CED) against the exact pool dispatch: each against its own problem.
 """
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from functools import partial
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxmarket import admm
+from jaxmarket import admm, ced, rci
 from jaxmarket.community import Community, astype
-from jaxmarket.driver import DriverOptions, iterate
+from jaxmarket.driver import Algorithm, DriverOptions, iterate
 from jaxmarket.errors import InputError
 from jaxmarket.metrics import market_metrics, optimality_gap
 from jaxmarket.pool import pool_dispatch
 from jaxmarket.reference import solve_reference
-
-ALGORITHMS = {"admm": admm.ALGORITHM}
+from jaxmarket.schedules import power_laws
 
 
 class SolverOptions(NamedTuple):
     algorithm: str = "admm"
-    rho: float = 1.0
+    rho: float = 1.0  # ADMM and CED penalty
     eps_primal: float = 1e-4
     eps_dual: float = 1e-4
     max_iter: int = 10_000
     check_every: int = 1
     trace_every: int = 0  # 0: no trace; else a multiple of check_every
+    # RCI / PCMBED: the thesis stopping rule, checked together with eps_primal/eps_dual
+    # (inf switches either pair off), and the persistent sequences as (c, p) in c / k^p.
+    eps_price: float = 1e-4
+    eps_power: float = 1e-4
+    alpha: tuple[float, float] = (0.01, 0.01)
+    beta: tuple[float, float] = (0.1, 0.1)
+    eta: tuple[float, float] = (0.005, 0.0)
+    delta: tuple[float, float] = (1.0, 0.0)
+
+
+class Method(NamedTuple):
+    """How ``solve_batch`` runs an algorithm: the driver ``Algorithm`` and its per-case
+    parameters built from the options, and whether it solves the pool problem (no trades,
+    compared with the exact pool dispatch) instead of the P2P problem."""
+    algorithm: Callable[[SolverOptions], Algorithm]
+    params: Callable[[SolverOptions, int, Any], Any]
+    pool: bool = False
+
+
+def _admm_params(options: SolverOptions, n_cases: int, dtype):
+    return admm.ADMMParams(*(jnp.full(n_cases, v, dtype) for v in
+                             (options.rho, options.eps_primal, options.eps_dual)))
+
+
+def _rci_params(options: SolverOptions, n_cases: int, dtype):
+    return rci.params(n_cases, options.eps_price, options.eps_power, options.eps_primal,
+                      options.eps_dual, dtype)
+
+
+def _ced_params(options: SolverOptions, n_cases: int, dtype, mean_imbalance: bool):
+    return ced.params(n_cases, options.rho, options.eps_primal, options.eps_dual,
+                      mean_imbalance, dtype)
+
+
+def _rci(options: SolverOptions, central_node: bool) -> Algorithm:
+    sequences = power_laws(options.alpha, options.beta, options.eta, options.delta)
+    return rci.make(sequences, central_node)  # memoised: equal options, one compilation
+
+
+ALGORITHMS = {
+    "admm": Method(lambda options: admm.ALGORITHM, _admm_params),
+    "rci": Method(partial(_rci, central_node=False), _rci_params),
+    "pcmbed": Method(partial(_rci, central_node=True), _rci_params),
+    "ced": Method(lambda options: ced.ALGORITHM, partial(_ced_params, mean_imbalance=False),
+                  pool=True),
+    "ced_mean": Method(lambda options: ced.ALGORITHM, partial(_ced_params, mean_imbalance=True),
+                       pool=True),
+}
 
 
 class BatchResult(NamedTuple):
@@ -40,25 +90,32 @@ class BatchResult(NamedTuple):
     trace: dict[str, np.ndarray] | None  # long format: case, iteration, residuals
     trades: jax.Array  # (B, N, N) p_nm, what n sells to m
     prices: jax.Array  # (B, N, N) trade price lambda_nm
+    # Pool algorithms (CED) have no trades: zero trades, the uniform price on every edge.
 
 
 def solve_batch(community: Community, options: SolverOptions) -> BatchResult:
     if options.algorithm not in ALGORITHMS:
         raise InputError("solver.algorithm", f"unknown algorithm {options.algorithm!r}; "
                                              f"choose one of {sorted(ALGORITHMS)}")
+    method = ALGORITHMS[options.algorithm]
     n_cases, dtype = community.n_cases, community.dtype
-    params = admm.ADMMParams(*(jnp.full(n_cases, v, dtype) for v in
-                               (options.rho, options.eps_primal, options.eps_dual)))
+    params = method.params(options, n_cases, dtype)
     driver = DriverOptions(options.max_iter, options.check_every, options.trace_every)
-    result = iterate(ALGORITHMS[options.algorithm], community, params, driver)
+    result = iterate(method.algorithm(options), community, params, driver)
 
     exact = astype(community, jnp.float64)
-    reference = solve_reference(exact)
     pool = pool_dispatch(exact)
-    trades = result.state.trades.astype(jnp.float64)
-    prices = result.state.prices.astype(jnp.float64)
-    metrics = market_metrics(exact, trades, prices, result.iterations,
-                             jnp.full(n_cases, options.eps_primal, jnp.float64))
+    floor = jnp.full(n_cases, options.eps_primal, jnp.float64)
+    if method.pool:
+        state = jax.tree_util.tree_map(lambda v: v.astype(jnp.float64), result.state)
+        metrics, trades, prices = ced.market_outcome(exact, state, result.iterations, floor)
+        reference_objective, reference_converged = pool.objective, jnp.isfinite(pool.price)
+    else:
+        trades = result.state.trades.astype(jnp.float64)
+        prices = result.state.prices.astype(jnp.float64)
+        metrics = market_metrics(exact, trades, prices, result.iterations, floor)
+        reference = solve_reference(exact)
+        reference_objective, reference_converged = reference.objective, reference.converged
     rows = {
         "iterations": result.iterations,
         "converged": result.converged,
@@ -66,9 +123,9 @@ def solve_batch(community: Community, options: SolverOptions) -> BatchResult:
         "primal_residual": result.residuals.primal,
         "dual_residual": result.residuals.dual,
         **metrics,
-        "reference_objective": reference.objective,
-        "reference_converged": reference.converged,
-        "optimality_gap": optimality_gap(metrics["objective"], reference.objective),
+        "reference_objective": reference_objective,
+        "reference_converged": reference_converged,
+        "optimality_gap": optimality_gap(metrics["objective"], reference_objective),
         "pool_price": pool.price,
     }
     rows = {k: np.asarray(v) for k, v in rows.items()}
