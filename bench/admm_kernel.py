@@ -31,6 +31,7 @@ import numpy as np
 
 from jaxmarket import admm
 from jaxmarket.driver import DriverOptions, iterate
+from jaxmarket.solve import default_block_size
 from jaxmarket.generator import GeneratorParams, generate
 
 from bench.numpy_admm import case_arrays, solve_case
@@ -99,7 +100,8 @@ def time_kernel(community, iterations):
     dtype = community.dtype
     params = admm.ADMMParams(jnp.ones(n_cases, dtype), jnp.zeros(n_cases, dtype),
                              jnp.zeros(n_cases, dtype))
-    options = DriverOptions(max_iter=iterations)
+    # The block size solve_batch uses on this backend (cache-sized blocks on a CPU).
+    options = DriverOptions(max_iter=iterations, block_size=default_block_size(community))
 
     def run():
         return jax.block_until_ready(iterate(admm.ALGORITHM, community, params, options))

@@ -85,6 +85,18 @@ ALGORITHMS = {
 }
 
 
+# Trades per block on a CPU: measured best near 1e4 (N = 25: blocks of 10-25 cases ran
+# 2-3x faster than one batch of 1000, bench/RESULTS.md); one batch is the GPU pattern.
+CPU_TRADES_PER_BLOCK = 8_192
+
+
+def default_block_size(community: Community) -> int:
+    """Cases per driver block: cache-sized on a CPU, the whole batch elsewhere."""
+    if jax.default_backend() != "cpu":
+        return 0
+    return max(1, CPU_TRADES_PER_BLOCK // community.n_max**2)
+
+
 class BatchResult(NamedTuple):
     rows: dict[str, np.ndarray]  # one column per metric, one entry per case
     trace: dict[str, np.ndarray] | None  # long format: case, iteration, residuals
@@ -100,7 +112,8 @@ def solve_batch(community: Community, options: SolverOptions) -> BatchResult:
     method = ALGORITHMS[options.algorithm]
     n_cases, dtype = community.n_cases, community.dtype
     params = method.params(options, n_cases, dtype)
-    driver = DriverOptions(options.max_iter, options.check_every, options.trace_every)
+    driver = DriverOptions(options.max_iter, options.check_every, options.trace_every,
+                           block_size=default_block_size(community))
     result = iterate(method.algorithm(options), community, params, driver)
 
     exact = astype(community, jnp.float64)
