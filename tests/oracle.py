@@ -1,0 +1,94 @@
+"""Independent oracles: one case of a batch solved with cvxpy + Clarabel.
+
+The P2P problem is stated here in its original directed form (one variable per directed
+trade, reciprocity as an explicit constraint), not in the reduced form the package's
+reference solver uses, so the two share no modelling step beyond the Community arrays.
+"""
+
+from __future__ import annotations
+
+import cvxpy as cp
+import numpy as np
+
+from jaxmarket.community import Community
+
+TIGHT = dict(tol_gap_abs=1e-10, tol_gap_rel=1e-10, tol_feas=1e-10, tol_ktratio=1e-8,
+             max_iter=500)
+
+
+def _case(community: Community, index: int):
+    """The active agents of case ``index`` in float64, scaled to powers and marginal
+    costs of order one (Clarabel's tolerances are absolute in part), with the two scales."""
+    fields = {name: np.asarray(value[index]) for name, value in community._asdict().items()}
+    agents = np.flatnonzero(fields["active"])
+    one = {k: fields[k][agents].astype(np.float64) for k in ("a", "b", "p_min", "p_max")}
+    for k in ("edges", "charge", "trade_min", "trade_max"):
+        one[k] = fields[k][np.ix_(agents, agents)].astype(np.float64)
+    power = max(np.abs(np.r_[one["p_min"], one["p_max"]]).max(initial=0.0), 1e-300)
+    price = max(np.abs(np.r_[one["b"], one["a"] * power, one["charge"].ravel()]).max(), 1e-300)
+    for k in ("p_min", "p_max", "trade_min", "trade_max"):
+        one[k] = one[k] / power
+    one["a"] = one["a"] * power / price
+    for k in ("b", "charge"):
+        one[k] = one[k] / price
+    return one, agents, community.a.shape[1], power, price
+
+
+def _solve(problem: cp.Problem):
+    problem.solve(solver=cp.CLARABEL, **TIGHT)
+    if problem.status not in (cp.OPTIMAL, cp.OPTIMAL_INACCURATE):
+        raise RuntimeError(f"Clarabel: {problem.status}")
+
+
+def clarabel_p2p(community: Community, index: int) -> dict:
+    """Centralized P2P dispatch (SPEC section 2) of case ``index``: objective, p (N,),
+    trades (N, N) with ``trades[n, m] = p_nm``; padding agents get zeros."""
+    c, agents, n_max, power, price = _case(community, index)
+    n = agents.size
+    sender, receiver = np.nonzero(c["edges"])
+    position = -np.ones((n, n), int)
+    position[sender, receiver] = np.arange(sender.size)
+    reverse = position[receiver, sender]
+
+    trade = cp.Variable(sender.size)
+    p = cp.Variable(n)
+    constraints = [p >= c["p_min"], p <= c["p_max"]]
+    if sender.size:
+        incidence = np.zeros((n, sender.size))
+        incidence[sender, np.arange(sender.size)] = 1.0
+        constraints += [
+            trade + trade[reverse] == 0,
+            p == incidence @ trade,
+            trade >= c["trade_min"][sender, receiver],
+            trade <= c["trade_max"][sender, receiver],
+        ]
+        charges = c["charge"][sender, receiver] @ trade
+    else:
+        constraints.append(p == 0)
+        charges = 0.0
+    cost = 0.5 * c["a"] @ cp.square(p) + c["b"] @ p + charges
+    problem = cp.Problem(cp.Minimize(cost), constraints)
+    _solve(problem)
+
+    trades = np.zeros((n_max, n_max))
+    if sender.size:
+        trades[agents[sender], agents[receiver]] = trade.value * power
+    p_full = np.zeros(n_max)
+    p_full[agents] = p.value * power
+    return dict(objective=float(problem.value) * power * price, p=p_full, trades=trades)
+
+
+def clarabel_pool(community: Community, index: int) -> dict:
+    """Pool dispatch (T2.1) of case ``index``: objective, p (N,) and the price, the dual
+    of the balance constraint (one optimal price when several exist)."""
+    c, agents, n_max, power, price = _case(community, index)
+    p = cp.Variable(agents.size)
+    balance = cp.sum(p) == 0
+    cost = 0.5 * c["a"] @ cp.square(p) + c["b"] @ p
+    problem = cp.Problem(cp.Minimize(cost), [balance, p >= c["p_min"], p <= c["p_max"]])
+    _solve(problem)
+    p_full = np.zeros(n_max)
+    p_full[agents] = p.value * power
+    # cvxpy's dual of sum(p) == 0 is -lam for the Lagrangian c(p) - lam * sum(p).
+    return dict(objective=float(problem.value) * power * price, p=p_full,
+                price=-float(balance.dual_value) * price)
