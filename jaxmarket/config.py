@@ -5,8 +5,10 @@
              dtype ("float64" | "float32"), cases_per_cell (100)
 [community]  n_agents (25) and every GeneratorParams field (ranges are [low, high])
 [graph]      layout ("full" | "bipartite"), sparsity (0.0, in [0, 1))
-[solver]     algorithm ("admm"), rho (1.0), eps_primal (1e-4), eps_dual (1e-4),
-             max_iter (10000), check_every (1), trace_every (0 = no trace)
+[solver]     algorithm ("admm" | "rci" | "pcmbed" | "ced" | "ced_mean"), rho (1.0),
+             eps_primal (1e-4), eps_dual (1e-4), max_iter (10000), check_every (1),
+             trace_every (0 = no trace); RCI/PCMBED: eps_price, eps_power (1e-4) and the
+             sequences alpha, beta, eta, delta as [c, p] in c / k^p (thesis defaults)
 ```
 
 Any key of ``[community]``, ``[graph]`` and ``[solver]`` may be given as a list of values
@@ -66,7 +68,14 @@ def _generator_schema() -> dict[str, tuple[Any, Any]]:
     return schema
 
 
-RANGES = tuple(key for key, (default, _) in _generator_schema().items() if isinstance(default, tuple))
+def _sequence(value, field):
+    """A persistent RCI sequence ``c / k^p`` as ``[c, p]`` with c > 0 and p >= 0."""
+    if not isinstance(value, list) or len(value) != 2:
+        raise InputError(field, f"expected [c, p] for c / k^p, got {show(value)}")
+    return number(value[0], child(field, 0), gt=0), number(value[1], child(field, 1), ge=0)
+
+
+SEQUENCES = ("alpha", "beta", "eta", "delta")
 
 # section -> key -> (default, checker); defaults of None are filled in from the context.
 SCHEMA: dict[str, dict[str, tuple[Any, Any]]] = {
@@ -91,8 +100,15 @@ SCHEMA: dict[str, dict[str, tuple[Any, Any]]] = {
         "max_iter": (10_000, partial(integer, gt=0)),
         "check_every": (1, partial(integer, gt=0)),
         "trace_every": (0, partial(integer, ge=0)),
+        # RCI / PCMBED only: the thesis stopping rule and the persistent sequences.
+        "eps_price": (SolverOptions._field_defaults["eps_price"], partial(number, gt=0)),
+        "eps_power": (SolverOptions._field_defaults["eps_power"], partial(number, gt=0)),
+        **{name: (SolverOptions._field_defaults[name], _sequence) for name in SEQUENCES},
     },
 }
+# Keys whose value is a pair: a list of numbers is that pair, a list of lists a sweep.
+RANGES = tuple(key for table in SCHEMA.values() for key, (default, _) in table.items()
+               if isinstance(default, tuple))
 SWEPT_SECTIONS = ("community", "graph", "solver")
 
 
@@ -135,7 +151,8 @@ class Cell:
         for key, value in self.values.items():
             name = key.split(".", 1)[1]
             if isinstance(value, tuple):
-                flat[f"{name}_lo"], flat[f"{name}_hi"] = value
+                suffixes = ("_c", "_p") if name in SEQUENCES else ("_lo", "_hi")
+                flat[name + suffixes[0]], flat[name + suffixes[1]] = value
             else:
                 flat[name] = value
         return flat

@@ -111,3 +111,13 @@ def test_load_study(tmp_path):
         load_study(path)
     with pytest.raises(InputError, match="no such file"):
         load_study(tmp_path / "missing.toml")
+
+
+def test_rci_sequences_are_pairs_and_lists_of_pairs_sweep():
+    study = resolve({"solver": {"algorithm": "rci", "alpha": [[0.01, 0.01], [0.02, 0.0]],
+                                "beta": [0.2, 0.1]}}, default_name="rci")
+    assert [cell.solver.alpha for cell in study.cells] == [(0.01, 0.01), (0.02, 0.0)]
+    assert study.cells[0].solver.beta == (0.2, 0.1)
+    assert study.cells[1].labels()["alpha_c"] == 0.02
+    with pytest.raises(InputError, match=r"^solver\.eta\[1\]: must be >= 0"):
+        resolve({"solver": {"eta": [0.005, -1.0]}}, default_name="rci")
