@@ -73,7 +73,7 @@ class ReferenceSolution(NamedTuple):
     price: jax.Array  # (B, N) perceived price mu_n (= a_n p_n + b_n when p_n is interior)
     iterations: jax.Array  # (B,) interior-point iterations
     converged: jax.Array  # (B,) tolerances met
-    gap: jax.Array  # (B,) complementarity gap sum s*w, the primal-dual gap at convergence
+    gap: jax.Array  # (B,) complementarity sum s*w (objective units): the primal-dual gap
     primal_residual: jax.Array  # (B,) max_n |p_n - sum_m p_nm|
     dual_residual: jax.Array  # (B,) max stationarity violation, price units
 
@@ -103,6 +103,7 @@ class _Point(NamedTuple):
 
 
 class _Measures(NamedTuple):
+    """Convergence measures of a point, in scaled units."""
     primal: jax.Array  # max |p - A x|
     dual: jax.Array  # max stationarity violation
     gap: jax.Array  # sum of s * w
