@@ -54,3 +54,15 @@ def random_batch(seed: int, count: int, sizes=(3, 40), **kwargs) -> Community:
         options.update(kwargs)
         cases.append(random_case(rng, n, **options))
     return concatenate(cases)
+
+
+def assert_padded_case_unchanged(alone, together, position: int, n: int):
+    """Driver results of a case solved alone and at ``position`` of a batch padded to more
+    agents: same iterations, same trades and prices, nothing on the padding."""
+    assert int(together.iterations[position]) == int(alone.iterations[0])
+    assert bool(together.converged[position]) == bool(alone.converged[0])
+    for field in ("trades", "prices"):
+        padded = np.asarray(getattr(together.state, field)[position])
+        np.testing.assert_allclose(padded[:n, :n], np.asarray(getattr(alone.state, field)[0]),
+                                   rtol=0, atol=1e-9)
+        assert np.all(padded[n:] == 0) and np.all(padded[:, n:] == 0)

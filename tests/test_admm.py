@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cases import random_batch, random_case
+from cases import assert_padded_case_unchanged, random_batch, random_case
 from oracle import clarabel_p2p
 from jaxmarket import admm
 from jaxmarket.community import concatenate, full_graph, make_community
@@ -105,13 +105,7 @@ def test_padding_and_batch_neighbours_do_not_change_a_case(seed, charges, check_
     alone = run_admm(small, eps=1e-5, max_iter=3000, check_every=check_every)
     together = run_admm(concatenate([large, small, large]), eps=1e-5, max_iter=3000,
                         check_every=check_every)
-    assert int(together.iterations[1]) == int(alone.iterations[0])
-    assert bool(together.converged[1]) == bool(alone.converged[0])
-    for field in ("trades", "prices"):
-        padded = np.asarray(getattr(together.state, field)[1])
-        np.testing.assert_allclose(padded[:9, :9], np.asarray(getattr(alone.state, field)[0]),
-                                   rtol=0, atol=1e-9)
-        assert np.all(padded[9:] == 0) and np.all(padded[:, 9:] == 0)
+    assert_padded_case_unchanged(alone, together, position=1, n=9)
 
 
 def test_prices_stay_symmetric():

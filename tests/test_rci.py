@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cases import random_batch, random_case
+from cases import assert_padded_case_unchanged, random_batch, random_case
 from oracle import clarabel_p2p
 from jaxmarket import rci
 from jaxmarket.community import bipartite_graph, concatenate, make_community
@@ -119,13 +119,7 @@ def test_padding_and_batch_neighbours_do_not_change_a_case(seed, charges):
         alone = run(algorithm, small, eps=1e-4, eps_admm=1e-4, options=options)
         together = run(algorithm, concatenate([large, small, large]), eps=1e-4, eps_admm=1e-4,
                        options=options)
-        assert int(together.iterations[1]) == int(alone.iterations[0])
-        assert bool(together.converged[1]) == bool(alone.converged[0])
-        for field in ("trades", "prices"):
-            padded = np.asarray(getattr(together.state, field)[1])
-            np.testing.assert_allclose(padded[:9, :9], np.asarray(getattr(alone.state, field)[0]),
-                                       rtol=0, atol=1e-9)
-            assert np.all(padded[9:] == 0) and np.all(padded[:, 9:] == 0)
+        assert_padded_case_unchanged(alone, together, position=1, n=9)
 
 
 def test_thesis_sequences():
