@@ -72,6 +72,7 @@ import numpy as np
 from jaxmarket.community import (Community, astype, bipartite_graph, full_graph,
                                  role_trade_bounds)
 from jaxmarket.errors import InputError
+from jaxmarket.schema import number
 
 # Role codes, in the seller order of a pair.
 PRODUCER, PROSUMER, CONSUMER = 0, 1, 2
@@ -130,13 +131,8 @@ class GeneratorParams:
                              "must be positive (a = 0 is a flat utility)")
 
 
-def _is_number(value):
-    return isinstance(value, numbers.Real) and not isinstance(value, bool)
-
-
 def _check_finite(name, value):
-    if not _is_number(value) or not math.isfinite(value):
-        raise InputError(f"community.{name}", f"must be a finite number, got {value!r}")
+    number(value, f"community.{name}")
 
 
 def _check_range(name, value):
@@ -161,7 +157,8 @@ def generate(seed: int, case_indices: Sequence[int], n_agents: int,
     n_agents = _check_n_agents(n_agents, params)
     if layout not in LAYOUTS:
         raise InputError("graph.layout", f"must be one of {', '.join(LAYOUTS)}, got {layout!r}")
-    if not _is_number(sparsity) or not 0 <= sparsity < 1:  # also rejects NaN
+    is_number = isinstance(sparsity, numbers.Real) and not isinstance(sparsity, bool)
+    if not is_number or not 0 <= sparsity < 1:  # also rejects NaN
         raise InputError("graph.sparsity", f"must be a number in [0, 1), got {sparsity!r}")
     if not jnp.issubdtype(dtype, jnp.floating):
         raise InputError("community.dtype", f"must be a floating dtype, got {dtype!r}")
