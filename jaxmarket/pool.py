@@ -43,7 +43,11 @@ def _supply(lam, a, b, p_min, p_max, movable, fixed, right):
     p_max for the right limit S(lam+) and p_min for the left limit S(lam-)."""
     linear = movable & (a > 0)
     a_safe = jnp.where(linear, a, 1.0)
-    ramp = jnp.clip((lam - b) / a_safe, p_min, p_max)
+    # At and beyond its breakpoints (computed as everywhere else) a ramp sits exactly on its
+    # bound: (lam - b) / a would carry the rounding of lam - b magnified by 1 / a.
+    low, high = b + a * p_min, b + a * p_max
+    ramp = jnp.where(lam >= high, p_max,
+                     jnp.where(lam <= low, p_min, jnp.clip((lam - b) / a_safe, p_min, p_max)))
     step = jnp.where((lam > b) | (right & (lam == b)), p_max, p_min)
     supply = jnp.where(movable, jnp.where(linear, ramp, step), 0.0).sum() + fixed
     rising = linear & (b + a * p_min < lam) & (lam < b + a * p_max)
@@ -117,7 +121,8 @@ def _dispatch_case(a, b, p_min, p_max, active):
     width = jnp.where(marginal, p_max - p_min, 0.0)
     residual = -jnp.where(marginal, 0.0, p).sum() - jnp.where(marginal, p_min, 0.0).sum()
     share = jnp.clip(residual / jnp.where(width.sum() > 0, width.sum(), 1.0), 0.0, 1.0)
-    p = jnp.where(marginal, p_min + share * width, p)
+    # (clipped: p_min + 1 * (p_max - p_min) may round past p_max)
+    p = jnp.where(marginal, jnp.clip(p_min + share * width, p_min, p_max), p)
 
     p = jnp.where(feasible, p, jnp.nan)
     price = jnp.where(feasible, price, jnp.nan)
