@@ -1,6 +1,5 @@
 """P2P consensus ADMM against independent exact references (Clarabel, the pool price)."""
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest

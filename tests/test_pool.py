@@ -1,8 +1,5 @@
 """Exact pool dispatch: optimality conditions, Clarabel, the New England case, edge cases."""
 
-import json
-from pathlib import Path
-
 import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
@@ -10,10 +7,8 @@ from hypothesis import given, settings, strategies as st
 from cases import random_case
 from oracle import clarabel_pool
 
-from jaxmarket.community import bipartite_graph, concatenate, make_community, pad_agents
+from jaxmarket.community import concatenate, make_community, pad_agents
 from jaxmarket.pool import pool_dispatch
-
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
 def supply(price, a, b, p_min, p_max, side):
@@ -89,12 +84,8 @@ def test_padding_does_not_change_a_case(batch):
     assert np.all(np.asarray(padded.p[:, community.n_max:]) == 0)
 
 
-def test_new_england():
-    agents = json.loads((DATA / "new_england_31.json").read_text())["agents"]
-    a, b, p_min, p_max = (np.array([[agent[k] for agent in agents]], float)
-                          for k in ("a", "b", "p_min", "p_max"))
-    edges = bipartite_graph(p_min, p_max, np.ones(p_min.shape, bool))
-    pool = pool_dispatch(make_community(a, b, p_min, p_max, edges))
+def test_new_england(new_england):
+    pool = pool_dispatch(new_england)
     assert float(pool.price[0]) == pytest.approx(57.23, abs=0.01)
     assert float(pool.objective[0]) == pytest.approx(-92547.9, abs=1.0)
     p = np.asarray(pool.p[0])

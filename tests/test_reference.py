@@ -1,8 +1,5 @@
 """Exact P2P reference (interior point) against Clarabel, the pool and the New England case."""
 
-import json
-from pathlib import Path
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -12,11 +9,10 @@ from hypothesis import given, settings, strategies as st
 from cases import random_case
 from oracle import clarabel_p2p
 
-from jaxmarket.community import bipartite_graph, concatenate, full_graph, make_community
+from jaxmarket.community import concatenate, full_graph, make_community
 from jaxmarket.pool import pool_dispatch
 from jaxmarket.reference import solve_reference
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 SIZES = (3, 6, 10, 15, 22, 30, 40)  # few distinct sizes: each one compiles its own ops
 
 
@@ -134,17 +130,14 @@ def test_padding_does_not_change_a_case(batch):
         assert np.all(np.asarray(padded.trades[i, n:]) == 0)
 
 
-def test_new_england():
-    agents = json.loads((DATA / "new_england_31.json").read_text())["agents"]
-    a, b, p_min, p_max = (np.array([[agent[k] for agent in agents]], float)
-                          for k in ("a", "b", "p_min", "p_max"))
-    edges = bipartite_graph(p_min, p_max, np.ones(p_min.shape, bool))
-    result = solve_reference(make_community(a, b, p_min, p_max, edges))
+def test_new_england(new_england):
+    result = solve_reference(new_england)
     assert bool(result.converged[0])
     assert float(result.objective[0]) == pytest.approx(-92547.9, abs=1.0)
     p, mu = np.asarray(result.p[0]), np.asarray(result.price[0])
+    p_min, p_max = np.asarray(new_england.p_min[0]), np.asarray(new_england.p_max[0])
     assert p[p > 0].sum() == pytest.approx(3893.3, abs=0.5)
-    interior = (p > p_min[0] + 1e-3) & (p < p_max[0] - 1e-3)
+    interior = (p > p_min + 1e-3) & (p < p_max - 1e-3)
     np.testing.assert_allclose(mu[interior], 57.23, atol=0.01)
 
 
