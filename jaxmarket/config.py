@@ -37,7 +37,9 @@ from pathlib import Path
 from typing import Any, Iterable
 
 import jax
+import jax.numpy as jnp
 
+from jaxmarket.community import Community
 from jaxmarket.errors import InputError
 from jaxmarket.generator import LAYOUTS, GeneratorParams, generate
 from jaxmarket.schema import child, integer, number, record, show, text
@@ -144,6 +146,12 @@ class Cell:
     @property
     def solver(self) -> SolverOptions:
         return SolverOptions(**self.section("solver"))
+
+    def communities(self, seed: int, case_indices, dtype: str) -> Community:
+        """The cell's cases ``case_indices`` as one batch: the only place a sweep builds
+        communities, so every runner solves the same cases."""
+        return generate(seed, case_indices, self.n_agents, self.generator, self.layout,
+                        self.sparsity, dtype=jnp.dtype(dtype))
 
     def labels(self) -> dict[str, Any]:
         """The cell's parameters as flat scalar columns (a range r as r_lo, r_hi)."""
@@ -265,9 +273,9 @@ def _check_cell(cell: Cell) -> None:
 def _check_communities(cells: tuple[Cell, ...], seed: int, dtype: str) -> None:
     """Let the generator check each distinct community setting (e.g. max_share against
     n_agents) by tracing it abstractly: nothing is computed or compiled."""
-    settings = {(c.n_agents, c.generator, c.layout, c.sparsity) for c in cells}
-    for n_agents, params, layout, sparsity in settings:
-        jax.eval_shape(lambda: generate(seed, [0], n_agents, params, layout, sparsity, dtype=dtype))
+    settings = {(c.n_agents, c.generator, c.layout, c.sparsity): c for c in cells}
+    for cell in settings.values():
+        jax.eval_shape(lambda: cell.communities(seed, [0], dtype))
 
 
 def config_hash(config: dict) -> str:

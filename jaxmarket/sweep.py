@@ -1,6 +1,6 @@
 """The sweep runner: a study's cells x cases, solved in chunks, written as a Parquet dataset.
 
-Case k of every cell is the community ``generate(seed, [k], ...)``: cells that share the
+Case k of every cell is the community ``cell.communities(seed, [k])``: cells that share the
 community parameters (e.g. a solver sweep) solve the very same communities, so their rows
 pair up by ``case_index`` for paired comparisons; cells whose community parameters differ
 draw case k from the same (seed, k) stream.
@@ -34,7 +34,6 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 import jax
-import jax.numpy as jnp
 import jaxlib
 import numpy as np
 import pyarrow as pa
@@ -43,7 +42,6 @@ import pyarrow.parquet as pq
 import jaxmarket
 from jaxmarket.config import Cell, Study
 from jaxmarket.errors import InputError
-from jaxmarket.generator import generate
 from jaxmarket.solve import solve_batch
 
 TIMING_COLUMNS = ("wall_time_s",)  # the only columns allowed to differ between two runs
@@ -122,8 +120,7 @@ def solve_chunk(study: Study, chunk: Chunk, warm_up: bool) -> tuple[pa.Table, pa
     includes compilation."""
     cell, n = chunk.cell, chunk.n_cases
     indices = case_indices(chunk, batch_size(study))
-    community = generate(study.seed, indices, cell.n_agents, cell.generator, cell.layout,
-                         cell.sparsity, dtype=jnp.dtype(study.dtype))
+    community = cell.communities(study.seed, indices, study.dtype)
     if warm_up:
         jax.block_until_ready(solve_batch(community, cell.solver))
     start = time.perf_counter()
