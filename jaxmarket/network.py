@@ -137,22 +137,26 @@ def thevenin_weights(network: Network) -> np.ndarray:
 
 
 def thevenin_paths(network: Network) -> tuple[np.ndarray, np.ndarray]:
-    """(K, K) Thevenin distances and the shortest-path predecessors (scipy's convention)."""
-    return shortest_path(csr_array(thevenin_weights(network)), method="D", directed=False,
-                         return_predecessors=True)
+    """(K, K) Thevenin distances and the shortest-path predecessors (scipy's convention).
+    The distances are made exactly symmetric: i -> j and j -> i sum the same lines in
+    another order, and a charge must be the same at both ends of a trade."""
+    distance, predecessors = shortest_path(csr_array(thevenin_weights(network)), method="D",
+                                           directed=False, return_predecessors=True)
+    return np.minimum(distance, distance.T), predecessors
 
 
 def zones_crossed(network: Network, predecessors: np.ndarray) -> np.ndarray:
-    """(K, K) number of distinct zones on the shortest path from i to j, ends included."""
+    """(K, K) number of distinct zones on the shortest path from i to j, ends included
+    (the path found from the lower bus index, so that the count is symmetric)."""
     n_buses = len(network.bus_ids)
     crossed = np.ones((n_buses, n_buses), int)
     for i in range(n_buses):
-        for j in range(n_buses):
+        for j in range(i + 1, n_buses):
             zones, k = {network.zone[j]}, j
             while k != i:
                 k = predecessors[i, k]
                 zones.add(network.zone[k])
-            crossed[i, j] = len(zones)
+            crossed[i, j] = crossed[j, i] = len(zones)
     return crossed
 
 
