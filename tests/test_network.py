@@ -9,6 +9,7 @@ from pathlib import Path
 
 import jax.numpy as jnp
 import numpy as np
+import pandas as pd
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -22,6 +23,7 @@ from jaxmarket.cli import app
 from jaxmarket.config import load_study
 from jaxmarket.network import (load_network, make_ybus, power_transfer_distance, thevenin_paths,
                                thevenin_weights, zones_crossed)
+from jaxmarket.report.network import threshold
 from jaxmarket.solve import SolverOptions, solve_batch
 
 NEW_ENGLAND = DATA / "new_england_31.json"
@@ -332,8 +334,6 @@ max_iter = 5000
 
 
 def test_network_study_rows(tmp_path):
-    import pandas as pd
-
     path = tmp_path / "fees.toml"
     path.write_text(STUDY)
     result = CliRunner().invoke(app, ["sweep", str(path), "--out", str(tmp_path / "out")])
@@ -347,6 +347,22 @@ def test_network_study_rows(tmp_path):
     # Case 1 is perturbed, and the same perturbation in both cells (paired comparison).
     assert rows.iloc[1].total_traded != pytest.approx(3893.3, abs=0.5)
     assert rows.iloc[3].inter_zone_traded < 1e-3 and rows.iloc[1].inter_zone_traded > 1000
+
+    result = CliRunner().invoke(app, ["report", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    report = tmp_path / "out" / "report"
+    for stem in ("network_traded", "network_loading", "network_collected", "network_map"):
+        assert (report / f"{stem}.png").stat().st_size > 0 and (report / f"{stem}.pdf").exists()
+    thresholds = pd.read_csv(report / "network_thresholds.csv").set_index("policy")
+    assert thresholds.loc["zonal", "u_no_inter_all"] == 10.0
+    assert np.isnan(thresholds.loc["none", "u_no_inter_nominal"])
+
+
+def test_threshold_is_where_the_condition_holds_from_on():
+    table = pd.DataFrame({"fee": [3.0, 0.0, 2.0, 1.0], "ok": [True, False, False, True]})
+    assert threshold(table, "ok") == 3.0
+    assert threshold(table.assign(ok=True), "ok") == 0.0
+    assert np.isnan(threshold(table.assign(ok=[False, True, True, True]), "ok"))
 
 
 @pytest.mark.parametrize("text, message", [
