@@ -265,7 +265,8 @@ def _json_ready(value):
 
 
 def resolve(raw: dict, default_name: str, overrides: Iterable[tuple[str, Any]] = ()) -> Study:
-    """Validate a decoded study (plus overrides) and expand its cells (pure, no I/O)."""
+    """Validate a decoded study (plus overrides) and expand its cells; the only I/O is
+    reading the case files a ``[network]`` section names."""
     merged = _apply(raw, overrides)
     record(merged, "", {section: lambda value, field: value for section in SCHEMA}, what="a table")
     checked = {}
