@@ -39,18 +39,20 @@ class PoolSolution(NamedTuple):
 
 
 def _supply(lam, a, b, p_min, p_max, movable, fixed, right):
-    """Aggregate supply at lam and its slope. Step agents (a = 0) exactly at lam give
-    p_max for the right limit S(lam+) and p_min for the left limit S(lam-)."""
+    """Aggregate supply at lam and its slope. An agent exactly at a jump of its supply (a
+    step agent, a = 0, at lam = b) gives p_max for the right limit S(lam+) and p_min for
+    the left limit S(lam-)."""
     linear = movable & (a > 0)
     a_safe = jnp.where(linear, a, 1.0)
     # At and beyond its breakpoints (computed as everywhere else) a ramp sits exactly on its
-    # bound: (lam - b) / a would carry the rounding of lam - b magnified by 1 / a.
+    # bound: (lam - b) / a would carry the rounding of lam - b magnified by 1 / a. A ramp
+    # whose breakpoints round to one point is a jump there, like a step agent's.
     low, high = b + a * p_min, b + a * p_max
-    ramp = jnp.where(lam >= high, p_max,
-                     jnp.where(lam <= low, p_min, jnp.clip((lam - b) / a_safe, p_min, p_max)))
-    step = jnp.where((lam > b) | (right & (lam == b)), p_max, p_min)
-    supply = jnp.where(movable, jnp.where(linear, ramp, step), 0.0).sum() + fixed
-    rising = linear & (b + a * p_min < lam) & (lam < b + a * p_max)
+    jumped = (lam > high) | ((lam == high) & (right | (low < high)))
+    value = jnp.where(jumped, p_max,
+                      jnp.where(lam <= low, p_min, jnp.clip((lam - b) / a_safe, p_min, p_max)))
+    supply = jnp.where(movable, value, 0.0).sum() + fixed
+    rising = linear & (low < lam) & (lam < high)
     return supply, jnp.where(rising, 1.0 / a_safe, 0.0).sum()
 
 

@@ -1,8 +1,10 @@
 """Exact pool dispatch: optimality conditions, Clarabel, the New England case, edge cases."""
 
+import math
+
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import example, given, settings, strategies as st
 
 from cases import random_case
 from oracle import clarabel_pool
@@ -136,6 +138,8 @@ agent = st.tuples(
 
 @settings(max_examples=150, deadline=None)
 @given(st.lists(agent, min_size=1, max_size=12))
+# A ramp so narrow that its two breakpoints round to one price is a jump there.
+@example([(0.0, 2.0, 0.0, 1.3062059345312088e-24), (0.05, 1.0, 0.0, 1.3062059345312088e-24)])
 def test_price_brackets_the_root_of_the_supply(agents):
     a, b, low, width = (np.array(v) for v in zip(*agents))
     p_min, p_max = low, low + width
@@ -146,8 +150,10 @@ def test_price_brackets_the_root_of_the_supply(agents):
     price = float(pool.price[0])
     p = np.asarray(pool.p[0, :len(agents)])
     scale = np.abs(p_min).sum() + np.abs(p_max).sum()
-    if np.isnan(price):  # no agent can move: every price is optimal
-        assert np.all(p_min == p_max)
+    if np.isnan(price):
+        # No agent can move (every price is optimal), or the shift above left the bounds
+        # infeasible by a rounding error of the original magnitudes.
+        assert np.all(p_min == p_max) or math.fsum(p_min) > 0 or math.fsum(p_max) < 0
         return
     eps = 1e-9 * max(1.0, abs(price))
     assert supply(price - eps, a, b, p_min, p_max, +1) <= 1e-9 * scale
