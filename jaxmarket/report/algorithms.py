@@ -66,8 +66,8 @@ def gap_curves(cases: pd.DataFrame, traces: pd.DataFrame) -> pd.DataFrame:
     grid = np.union1d(traces["iteration"].unique(), cases["iterations"].unique())
     curves = traces.pivot_table(index="iteration", columns="case_index", values="optimality_gap")
     curves = curves.reindex(index=grid, columns=cases["case_index"])
-    for case, stop, final in cases[["case_index", "iterations", "optimality_gap"]].itertuples(index=False):
-        curves.loc[curves.index >= stop, case] = final
+    stopped = grid[:, None] >= cases["iterations"].to_numpy()[None, :]
+    curves = curves.mask(stopped, np.broadcast_to(cases["optimality_gap"].to_numpy(), curves.shape))
     return curves.ffill().clip(lower=GAP_FLOOR)
 
 
