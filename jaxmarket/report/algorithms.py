@@ -41,6 +41,11 @@ NAMES = {"admm": "ADMM", "rci": "RCI", "pcmbed": "PCMBED", "ced": "CED (sum)", "
 COLORS = {"admm": "C0", "rci": "C1", "pcmbed": "C2", "ced": "C4", "ced_mean": "C3"}  # every figure
 
 
+def _order(algorithm: str) -> int:
+    """Plot order: the order of NAMES, algorithms it does not know last."""
+    return list(NAMES).index(algorithm) if algorithm in NAMES else len(NAMES)
+
+
 def applies(dataset: Dataset) -> bool:
     return "solver.algorithm" in dataset.swept and set(GAP_COLUMNS.values()) <= set(dataset.cases.columns)
 
@@ -82,14 +87,14 @@ def gap_figure(dataset: Dataset) -> Figure | None:
     fig = Figure(figsize=(2.4 * columns, 2.0 * rows + 0.4), layout="constrained")
     axes = fig.subplots(rows, columns, squeeze=False, sharey=True)
     for ax, (key, setting) in zip(axes.flat, panels):
-        for algorithm, cell in sorted(setting.groupby("algorithm"), key=lambda g: list(NAMES).index(g[0])):
+        for algorithm, cell in sorted(setting.groupby("algorithm"), key=lambda g: _order(g[0])):
             cell_traces = traces[traces["cell"] == cell["cell"].iloc[0]]
             if cell_traces.empty:
                 continue
             curves = gap_curves(cell, cell_traces)
             x = curves.index.to_numpy()
             low, median, high = np.percentile(curves.to_numpy(), [10, 50, 90], axis=1)
-            color = COLORS[algorithm]
+            color = COLORS.get(algorithm, "C5")
             ax.fill_between(x, low, high, color=color, alpha=0.2, linewidth=0)
             ax.plot(x, median, color=color, label=NAMES.get(algorithm, algorithm))
             ax.plot(x, curves.mean(axis=1).to_numpy(), color=color, linestyle="--", linewidth=0.7)
@@ -145,7 +150,7 @@ def scaling_figure(cases: pd.DataFrame, by: list[str], fits: pd.DataFrame) -> Fi
     fig = Figure(figsize=(7.0, 3.2), layout="constrained")
     axes = fig.subplots(1, len(GAP_THRESHOLDS), sharey=True)
     groups = list(cases.groupby(["algorithm", *by], sort=True))
-    groups.sort(key=lambda g: list(NAMES).index(g[0][0] if isinstance(g[0], tuple) else g[0]))
+    groups.sort(key=lambda g: _order(g[0][0] if isinstance(g[0], tuple) else g[0]))
     sizes = np.sort(cases["n_agents"].unique())
     top = cases["iterations"].max() * 1.5
     for ax, (suffix, threshold) in zip(axes, GAP_THRESHOLDS.items()):
