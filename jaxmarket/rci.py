@@ -43,6 +43,22 @@ Decisions (the sources leave them open):
   and ``dual <= eps_dual``. An infinite tolerance switches a test off: infinite
   ``eps_primal, eps_dual`` give the thesis rule alone, infinite ``eps_price, eps_power``
   stop on exactly the measure ADMM stops on.
+
+Why it is slow (reviewed against SPEC 3.3: signs, the consumers' negative part through the
+reciprocal box, the shares g_nm, the innovation term, the bound duals and k = count + 1
+all match; the iteration is the printed one). An agent's total ``P_n`` follows its
+prices within an iteration (the shares sum to 1), but how it is split among partners is
+only corrected through the prices: the price of a trade integrates its reciprocity
+mismatch (gain alpha) and the trade integrates the deviation of its price from the
+agent's other prices (gain ``g_nm / a_n``). Price first, then trade: a symplectic Euler
+step of an undamped oscillator, whose eigenvalues sit on the unit circle; the only
+damping comes from the ``- P_n`` coupling between an agent's trades, which shrinks with
+the number of partners. With prices symmetric the consensus term (beta) never acts.
+Measured by linearising the step (``jax.jacfwd``) near the optimum of random cases
+without charges: the slowest oscillatory modes have ``1 - |z|`` = 2e-4 per iteration for
+N = 8 (period ~140 iterations) and 5e-6 for N = 25, i.e. one e-fold of the error every
+4 500 and 200 000 iterations: hence ~1e5 to 1e6 iterations to 1e-4 where ADMM needs a few
+hundred (README, "ADMM vs RCI").
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ from jaxmarket.community import concatenate
 from jaxmarket.driver import DriverOptions, iterate
 from jaxmarket.metrics import market_metrics, optimality_gap
 from jaxmarket.pool import pool_dispatch
-from jaxmarket.solve import SolverOptions, solve_batch
+from jaxmarket.solve import GAP_THRESHOLDS, SolverOptions, solve_batch
 
 EPS = 1e-7
 OPTIONS = DriverOptions(max_iter=100_000, check_every=1)
@@ -95,7 +95,8 @@ def test_rows_have_the_p2p_columns_and_pool_values():
                                  jnp.zeros(n)).keys()
     assert set(rows) == {"iterations", "converged", "diverged", "primal_residual", "dual_residual",
                          *p2p_columns, "reference_objective", "reference_converged",
-                         "optimality_gap", "pool_price"}
+                         "optimality_gap", "pool_price",
+                         *(f"iterations_to_gap_{suffix}" for suffix in GAP_THRESHOLDS)}
     pool = pool_dispatch(community)
     assert rows["converged"].all() and rows["optimality_gap"].max() <= 1e-8
     np.testing.assert_allclose(rows["mean_price"], rows["pool_price"], atol=1e-4)
