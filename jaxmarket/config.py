@@ -4,7 +4,8 @@
 [run]        name (file stem), seed (0), out ("outputs/<name>"), chunk_size (256),
              dtype ("float64" | "float32"), cases_per_cell (100)
 [community]  n_agents (25) and every GeneratorParams field (ranges are [low, high])
-[graph]      layout ("full" | "bipartite"), sparsity (0.0, in [0, 1))
+[graph]      layout ("full" | "bipartite" | "centralized" | "community"), sparsity (0.0,
+             in [0, 1)), n_communities (3), charges_between_communities_only (false)
 [solver]     algorithm ("admm" | "rci" | "pcmbed" | "ced" | "ced_mean"), rho (1.0),
              eps_primal (1e-4), eps_dual (1e-4), max_iter (10000), check_every (1),
              trace_every (0 = no trace); RCI/PCMBED: eps_price, eps_power (1e-4) and the
@@ -70,6 +71,12 @@ def _generator_schema() -> dict[str, tuple[Any, Any]]:
     return schema
 
 
+def _flag(value, field):
+    if not isinstance(value, bool):
+        raise InputError(field, f"expected true or false, got {show(value)}")
+    return value
+
+
 def _sequence(value, field):
     """A persistent RCI sequence ``c / k^p`` as ``[c, p]`` with c > 0 and p >= 0."""
     if not isinstance(value, list) or len(value) != 2:
@@ -93,6 +100,8 @@ SCHEMA: dict[str, dict[str, tuple[Any, Any]]] = {
     "graph": {
         "layout": ("full", partial(text, choices=LAYOUTS)),
         "sparsity": (0.0, partial(number, ge=0, lt=1)),
+        "n_communities": (3, partial(integer, ge=1)),
+        "charges_between_communities_only": (False, _flag),
     },
     "solver": {
         "algorithm": ("admm", partial(text, choices=tuple(ALGORITHMS))),
@@ -151,7 +160,9 @@ class Cell:
         """The cell's cases ``case_indices`` as one batch: the only place a sweep builds
         communities, so every runner solves the same cases."""
         return generate(seed, case_indices, self.n_agents, self.generator, self.layout,
-                        self.sparsity, dtype=jnp.dtype(dtype))
+                        self.sparsity, self.values["graph.n_communities"],
+                        self.values["graph.charges_between_communities_only"],
+                        dtype=jnp.dtype(dtype))
 
     def labels(self) -> dict[str, Any]:
         """The cell's parameters as flat scalar columns (a range r as r_lo, r_hi)."""
@@ -273,7 +284,7 @@ def _check_cell(cell: Cell) -> None:
 def _check_communities(cells: tuple[Cell, ...], seed: int, dtype: str) -> None:
     """Let the generator check each distinct community setting (e.g. max_share against
     n_agents) by tracing it abstractly: nothing is computed or compiled."""
-    settings = {(c.n_agents, c.generator, c.layout, c.sparsity): c for c in cells}
+    settings = {(c.n_agents, c.generator, tuple(c.section("graph").values())): c for c in cells}
     for cell in settings.values():
         jax.eval_shape(lambda: cell.communities(seed, [0], dtype))
 
