@@ -1,4 +1,4 @@
-"""Command line: ``jaxmarket sweep | solve | validate``.
+"""Command line: ``jaxmarket sweep | report | solve | validate``.
 
 User errors (``InputError``, missing files) print one line ``error: <field>: <problem>`` on
 stderr and exit with status 2, before anything is written.
@@ -23,6 +23,7 @@ from jaxmarket import sweep as runner
 from jaxmarket.case import load_case
 from jaxmarket.config import load_study, solver_options
 from jaxmarket.errors import InputError
+from jaxmarket.report import write_report
 from jaxmarket.solve import solve_batch
 
 # Plain click error output: a usage error stays a short, greppable message.
@@ -86,6 +87,15 @@ def sweep(
             raise typer.Exit(130) from None
     typer.echo(f"{study.name}: {len(pending)} chunks ({cases} cases) written to {study.out} "
                f"in {time.perf_counter() - start:.1f} s")
+
+
+@app.command()
+def report(out: Path = typer.Argument(..., metavar="OUT_DIR", help="A study's dataset directory.")):
+    """Write the figures (PNG, PDF) and tables (Markdown, CSV) of a study into OUT_DIR/report."""
+    with _user_errors():
+        written = write_report(out)
+    for path in written:
+        typer.echo(str(path))
 
 
 @app.command()
