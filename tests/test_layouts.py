@@ -7,9 +7,11 @@ charges both directions of those trades, ``u |x|``.
 """
 
 import itertools
+from types import SimpleNamespace
 
 import cvxpy as cp
 import numpy as np
+import pandas as pd
 import pytest
 import scipy.sparse.csgraph as csgraph
 from hypothesis import given, settings
@@ -21,7 +23,11 @@ from jaxmarket.errors import InputError
 from jaxmarket.generator import GeneratorParams, generate, n_slots
 from jaxmarket.metrics import market_metrics, n_components, unsupplied_consumers
 from jaxmarket.pool import pool_dispatch
+from jaxmarket.report import write_report
+from jaxmarket.report.layouts import table as layouts_table
+from jaxmarket.report.sparsity import tradeoff
 from jaxmarket.solve import SolverOptions, solve_batch
+from test_sweep import run_study, tiny_study
 
 N, K = 9, 3
 CASES = range(6)
@@ -327,3 +333,51 @@ def test_bad_layout_arguments_name_the_field(kwargs, field):
     with pytest.raises(InputError) as error:
         generate(0, [0], N, **kwargs)
     assert error.value.field == field
+
+
+# --- report sections ---------------------------------------------------------------------------
+
+def test_tradeoff_pairs_cases_and_marks_the_nearest_step():
+    # Two cases, four steps: welfare loss 0, 10, 20, 80 % (paired), messages 100, 40, 30, 0 %.
+    welfare = {0.0: (100.0, 200.0), 0.3: (90.0, 180.0), 0.6: (80.0, 160.0), 0.9: (20.0, 40.0)}
+    messages = {0.0: (90, 110), 0.3: (30, 50), 0.6: (20, 40), 0.9: (0, 0)}
+    cases = pd.DataFrame([{"sparsity": s, "case_index": k, "social_welfare": welfare[s][k],
+                           "messages": messages[s][k]} for s in welfare for k in (0, 1)])
+    steps = tradeoff(cases)
+    np.testing.assert_allclose(steps["loss"], [0.0, 0.1, 0.2, 0.8])
+    np.testing.assert_allclose(steps["messages"], [1.0, 0.4, 0.3, 0.0])
+    expected = np.hypot(np.array([0, 0.1, 0.2, 0.8]) / 0.8, [1.0, 0.4, 0.3, 0.0])
+    np.testing.assert_allclose(steps["distance"], expected)
+    # Best at 30 % (0.40); 60 % is within 0.1 of it (0.42), 0 % and 90 % are not.
+    assert steps["good"].tolist() == [False, True, True, False]
+
+
+def test_layouts_table_pairs_welfare_with_the_centralized_case():
+    cases = pd.DataFrame({
+        "layout": ["full", "full", "centralized", "centralized"] * 2,
+        "charge_per_distance": [0.0] * 4 + [1.0] * 4, "case_index": [0, 1] * 4,
+        "social_welfare": [100.0, 200.0, 100.0, 200.0, 90.0, 190.0, 100.0, 200.0],
+        "iterations": 10, "converged": True, "rho": 1.0, "mean_price": 50.0, "consumption": 5.0,
+        "total_traded": 5.0, "charges_collected": 0.0})
+    dataset = SimpleNamespace(cases=cases, swept=["community.charge_per_distance", "graph.layout"])
+    frame = layouts_table(dataset).set_index(["charge_per_distance", "layout"])
+    assert frame.loc[(0.0, "full"), "welfare_vs_centralized"] == pytest.approx(0.0)
+    assert frame.loc[(1.0, "full"), "welfare_vs_centralized"] == pytest.approx((-0.1 - 0.05) / 2)
+
+
+def test_report_of_a_sparsity_study(tmp_path):
+    study = tiny_study(tmp_path, "run.cases_per_cell=3", "community.n_agents=6",
+                       "graph.sparsity=[0.0,0.3,0.6]", "solver.rho=1.0", "solver.max_iter=300")
+    run_study(study)
+    written = write_report(study.out)
+    names = {path.name for path in written}
+    for stem in ("welfare", "price", "iterations", "messages", "tradeoff"):
+        assert {f"sparsity_{stem}.png", f"sparsity_{stem}.pdf"} <= names
+    frame = pd.read_csv(study.out / "report" / "sparsity.csv")
+    rows = pd.read_parquet(study.out / "cases")
+    assert frame["sparsity"].tolist() == [0.0, 0.3, 0.6]
+    for s, line in zip(frame["sparsity"], frame.to_dict("records")):
+        cell = rows[rows.sparsity == s]
+        assert line["welfare_mean"] == pytest.approx(cell.social_welfare.mean())
+        assert line["messages_mean"] == pytest.approx(cell.messages.mean())
+        assert line["components"] == pytest.approx(cell.n_components.mean())

@@ -31,11 +31,11 @@ from jaxmarket.report import Dataset, distribution, save_figure, save_table, swe
 
 GOOD_RANGE = 0.1  # distance to the ideal point, in scaled units, within the best step's
 
-FIGURES = {  # stem -> (column, y label, log scale)
-    "sparsity_welfare": ("social_welfare", "social welfare (€/h)", False),
-    "sparsity_price": ("mean_price", "mean trade price (€/MWh)", False),
-    "sparsity_iterations": ("iterations", "ADMM iterations", False),
-    "sparsity_messages": ("messages", "messages sent", True),
+FIGURES = {  # stem -> (column, y label)
+    "sparsity_welfare": ("social_welfare", "social welfare (€/h)"),
+    "sparsity_price": ("mean_price", "mean trade price (€/MWh)"),
+    "sparsity_iterations": ("iterations", "ADMM iterations"),
+    "sparsity_messages": ("messages", "messages sent (until the stop)"),
 }
 
 
@@ -87,7 +87,7 @@ def _band(ax, stats: pd.DataFrame, label: str, color) -> None:
     ax.plot(x, stats["median"], color=color, linestyle="--", label=f"median {label}".strip())
 
 
-def _figure(dataset: Dataset, column: str, ylabel: str, log: bool) -> Figure:
+def _figure(dataset: Dataset, column: str, ylabel: str) -> Figure:
     fig = Figure()
     ax = fig.add_subplot()
     for k, (label, cases) in enumerate(lines(dataset)):
@@ -108,8 +108,6 @@ def _figure(dataset: Dataset, column: str, ylabel: str, log: bool) -> Figure:
         ax.legend(handles=handles, loc="center left", bbox_to_anchor=(0.0, 0.62))
     else:
         ax.legend(loc="best")
-    if log:
-        ax.set_yscale("log")
     ax.set_xlabel("sparsity: edges removed (%)")
     ax.set_ylabel(ylabel)
     ax.text(1.0, 1.01, "bands: ±1 sd (dark), 10–90 % (light)", transform=ax.transAxes,
@@ -169,8 +167,8 @@ def table(dataset: Dataset) -> pd.DataFrame:
 
 def write(dataset: Dataset, directory: Path) -> list[Path]:
     written = []
-    for stem, (column, ylabel, log) in FIGURES.items():
-        written += save_figure(_figure(dataset, column, ylabel, log), directory, stem)
+    for stem, (column, ylabel) in FIGURES.items():
+        written += save_figure(_figure(dataset, column, ylabel), directory, stem)
     written += save_figure(_tradeoff_figure(dataset), directory, "sparsity_tradeoff")
     frame = table(dataset)
     good = frame[frame["good"]]
