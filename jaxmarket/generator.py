@@ -42,13 +42,25 @@ Positions and charges
     role the cheaper one sells.
 
 Layout and sparsity
-    ``"full"`` or ``"bipartite"`` (``community.full_graph`` / ``bipartite_graph``). Each
-    unordered pair gets a random score (32 random bits, ties broken by pair index, so
+    ``"full"`` or ``"bipartite"`` (``community.full_graph`` / ``bipartite_graph``), or a hub
+    layout: ``"centralized"`` appends one hub, ``"community"`` K managers after the N
+    agents (zero cost, zero bounds, trade boxes from ``community.role_trade_bounds``);
+    each agent trades with its manager only, managers with each other. Each unordered
+    pair gets a random score (32 random bits, ties broken by pair index, so
     the order is strict), and sparsity ``s`` deletes the ``floor(s * E + 1/2)`` layout
     edges with the lowest scores, E being the layout's undirected edge count in that
     case. Deleted sets are uniformly random and nested: a higher ``s`` deletes a
     superset. Isolated agents are allowed: producers have ``p_min = 0`` and consumers
     ``p_max = 0``, so they stay feasible at zero.
+
+Communities
+    Drawn from their own sub-stream, only where used (hub layouts, or charges restricted
+    to trades between communities): K distinct agents seed the communities and every
+    agent joins the nearest seed; a manager (the hub: K = 1) sits at its members'
+    centroid and takes the prosumers' place in the seller order. With
+    ``charges_between_communities_only`` only trades between two communities pay
+    (``centralized``: none). A trade between two managers runs one way, from the
+    community with the lower autarky price (``_orient_between_managers`` says why).
 
 Cost
     One compilation per (batch size, N, layout, dtype, ``sparsity > 0``), about 2 s on a

@@ -18,6 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from oracle import TIGHT, clarabel_p2p
+from jaxmarket.config import resolve
 from jaxmarket.community import concatenate, intermediaries, make_community
 from jaxmarket.errors import InputError
 from jaxmarket.generator import GeneratorParams, generate, n_slots
@@ -381,3 +382,19 @@ def test_report_of_a_sparsity_study(tmp_path):
         assert line["welfare_mean"] == pytest.approx(cell.social_welfare.mean())
         assert line["messages_mean"] == pytest.approx(cell.messages.mean())
         assert line["components"] == pytest.approx(cell.n_components.mean())
+
+
+def test_study_keys_reach_the_generator():
+    raw = {"community": {"n_agents": 5},
+           "graph": {"layout": ["full", "community"], "n_communities": 2,
+                     "charges_between_communities_only": True}}
+    study = resolve(raw, "layouts")
+    shapes = [cell.communities(0, [0, 1], "float64").a.shape for cell in study.cells]
+    assert shapes == [(2, 5), (2, 7)]
+    for key, value, field in (("n_communities", 6, "graph.n_communities"),
+                              ("n_communities", 0, "graph.n_communities"),
+                              ("charges_between_communities_only", "yes",
+                               "graph.charges_between_communities_only")):
+        with pytest.raises(InputError) as error:
+            resolve({**raw, "graph": {**raw["graph"], key: value}}, "layouts")
+        assert error.value.field == field
