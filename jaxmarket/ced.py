@@ -122,6 +122,10 @@ def market_outcome(community: Community, state: CEDState, iterations, traded_flo
     rows.update(objective=costs, social_welfare=-costs, charges_collected=jnp.zeros_like(costs),
                 mean_price=price, price_min=price, price_max=price, price_spread=price - price,
                 total_traded=production, power_balance_error=balance, imbalance=balance,
-                messages=iterations.astype(jnp.int64) * 2 * rows["n_agents"])
+                messages=iterations.astype(jnp.int64) * 2 * rows["n_agents"],
+                consumption=jax.nn.relu(-power).sum(-1))
+    rows.update(trade_messages=rows["messages"],
+                messages_per_agent_mean=rows["messages"] / jnp.maximum(rows["n_agents"], 1),
+                messages_per_agent_max=rows["messages"] / jnp.maximum(rows["n_agents"], 1))
     prices = jnp.where(community.edges, state.price[:, None, None], 0.0)
     return rows, none, prices

@@ -43,12 +43,29 @@ class Community(NamedTuple):
         return self.a.dtype
 
 
+def intermediaries(p_min, p_max):
+    """Agents with zero bounds (p_min = p_max = 0): a market operator or community manager
+    (SPEC section 2, T3.5.1). They neither produce nor consume; they only pass trades on."""
+    return (p_min == 0) & (p_max == 0)
+
+
 def role_trade_bounds(p_min, p_max, edges):
     """Per-trade boxes from the roles (T3.3e-f): producers only sell, consumers only buy,
-    prosumers trade within their own bounds. Works for numpy and jax arrays."""
+    prosumers trade within their own bounds. An intermediary (zero bounds) buys from a
+    partner that may sell and sells to a partner that may buy, up to the case's total
+    production capacity: its side of a trade never binds, so the trade's price is its own
+    perceived price (a box mirroring the partner's bound would duplicate that bound and
+    leave the price of a saturated partner's trade undetermined). Between two
+    intermediaries both directions are open. Works for numpy and jax arrays."""
     xp = jnp if isinstance(p_min, jax.Array) else np
-    lo = xp.where(p_min >= 0, 0.0, p_min)[..., :, None]
-    hi = xp.where(p_max <= 0, 0.0, p_max)[..., :, None]
+    own_lo = xp.where(p_min >= 0, 0.0, p_min)
+    own_hi = xp.where(p_max <= 0, 0.0, p_max)
+    relay = intermediaries(p_min, p_max)
+    capacity = xp.maximum(p_max, 0.0).sum(-1)[..., None, None]
+    sells = ((own_hi > 0) | relay)[..., None, :]  # the partner m
+    buys = ((own_lo < 0) | relay)[..., None, :]
+    lo = xp.where(relay[..., :, None], xp.where(sells, -capacity, 0.0), own_lo[..., :, None])
+    hi = xp.where(relay[..., :, None], xp.where(buys, capacity, 0.0), own_hi[..., :, None])
     zero = xp.zeros_like(edges, dtype=lo.dtype)
     return xp.where(edges, lo, zero), xp.where(edges, hi, zero)
 

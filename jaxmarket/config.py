@@ -4,7 +4,8 @@
 [run]        name (file stem), seed (0), out ("outputs/<name>"), chunk_size (256),
              dtype ("float64" | "float32"), cases_per_cell (100)
 [community]  n_agents (25) and every GeneratorParams field (ranges are [low, high])
-[graph]      layout ("full" | "bipartite"), sparsity (0.0, in [0, 1))
+[graph]      layout ("full" | "bipartite" | "centralized" | "community"), sparsity (0.0,
+             in [0, 1)), n_communities (3), charges_between_communities_only (false)
 [network]    case (none: generated communities), policy ("none" | "unique" |
              "distance_ptd" | "distance_thevenin" | "zonal"), fee (0.0, u in €/MWh),
              cost_perturbation (0.0, relative, in [0, 1))
@@ -83,6 +84,12 @@ def _generator_schema() -> dict[str, tuple[Any, Any]]:
     return schema
 
 
+def _flag(value, field):
+    if not isinstance(value, bool):
+        raise InputError(field, f"expected true or false, got {show(value)}")
+    return value
+
+
 def _sequence(value, field):
     """A persistent RCI sequence ``c / k^p`` as ``[c, p]`` with c > 0 and p >= 0."""
     if not isinstance(value, list) or len(value) != 2:
@@ -106,6 +113,8 @@ SCHEMA: dict[str, dict[str, tuple[Any, Any]]] = {
     "graph": {
         "layout": ("full", partial(text, choices=LAYOUTS)),
         "sparsity": (0.0, partial(number, ge=0, lt=1)),
+        "n_communities": (3, partial(integer, ge=1)),
+        "charges_between_communities_only": (False, _flag),
     },
     "network": {
         "case": (None, text),
@@ -179,7 +188,9 @@ class Cell:
             community = apply_policy(community, self.grid_case.grid, network["policy"], network["fee"])
             return astype(community, jnp.dtype(dtype))
         return generate(seed, case_indices, self.n_agents, self.generator, self.layout,
-                        self.sparsity, dtype=jnp.dtype(dtype))
+                        self.sparsity, *(self.values.get(f"graph.{key}", SCHEMA["graph"][key][0])
+                                         for key in OPTIONAL_GRAPH_KEYS),
+                        dtype=jnp.dtype(dtype))
 
     def grid_columns(self, trades) -> dict[str, Any]:
         """Grid outcome columns of the cleared trades (none without a network case)."""
@@ -278,6 +289,7 @@ def resolve(raw: dict, default_name: str, overrides: Iterable[tuple[str, Any]] =
     run["name"] = run["name"] or _name(default_name, "run.name")
     run["out"] = run["out"] or f"outputs/{run['name']}"
     grid_cases = _grid_cases(checked, merged)
+    _omit_unused_graph_keys(checked, merged)
 
     values = {f"{s}.{k}": v for s in SWEPT_SECTIONS if s in checked for k, v in checked[s].items()}
     swept = tuple(key for key, v in values.items() if isinstance(v, list))
@@ -316,6 +328,18 @@ def _grid_cases(checked: dict, merged: dict) -> dict[str, GridCase]:
     return {path: load_grid_case(path) for path in (paths if isinstance(paths, list) else [paths])}
 
 
+# [graph] keys added after the first studies: left out of the resolved config unless given,
+# so that the studies written before them keep their config hash (and can be resumed).
+OPTIONAL_GRAPH_KEYS = ("n_communities", "charges_between_communities_only")
+
+
+def _omit_unused_graph_keys(checked: dict, merged: dict) -> None:
+    if "graph" in checked:
+        for key in OPTIONAL_GRAPH_KEYS:
+            if key not in merged.get("graph", {}):
+                del checked["graph"][key]
+
+
 def _check_cell(cell: Cell) -> None:
     """Checks that involve several keys, on every combination the sweep produces."""
     if cell.grid_case is None:
@@ -329,7 +353,8 @@ def _check_cell(cell: Cell) -> None:
 def _check_communities(cells: tuple[Cell, ...], seed: int, dtype: str) -> None:
     """Let the generator check each distinct community setting (e.g. max_share against
     n_agents) by tracing it abstractly: nothing is computed or compiled."""
-    settings = {(c.n_agents, c.generator, c.layout, c.sparsity): c for c in cells if c.grid_case is None}
+    settings = {(c.n_agents, c.generator, tuple(c.section("graph").values())): c
+                for c in cells if c.grid_case is None}
     for cell in settings.values():
         jax.eval_shape(lambda: cell.communities(seed, [0], dtype))
 

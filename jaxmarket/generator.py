@@ -42,13 +42,25 @@ Positions and charges
     role the cheaper one sells.
 
 Layout and sparsity
-    ``"full"`` or ``"bipartite"`` (``community.full_graph`` / ``bipartite_graph``). Each
-    unordered pair gets a random score (32 random bits, ties broken by pair index, so
+    ``"full"`` or ``"bipartite"`` (``community.full_graph`` / ``bipartite_graph``), or a hub
+    layout: ``"centralized"`` appends one hub, ``"community"`` K managers after the N
+    agents (zero cost, zero bounds, trade boxes from ``community.role_trade_bounds``);
+    each agent trades with its manager only, managers with each other. Each unordered
+    pair gets a random score (32 random bits, ties broken by pair index, so
     the order is strict), and sparsity ``s`` deletes the ``floor(s * E + 1/2)`` layout
     edges with the lowest scores, E being the layout's undirected edge count in that
     case. Deleted sets are uniformly random and nested: a higher ``s`` deletes a
     superset. Isolated agents are allowed: producers have ``p_min = 0`` and consumers
     ``p_max = 0``, so they stay feasible at zero.
+
+Communities
+    Drawn from their own sub-stream, only where used (hub layouts, or charges restricted
+    to trades between communities): K distinct agents seed the communities and every
+    agent joins the nearest seed; a manager (the hub: K = 1) sits at its members'
+    centroid and takes the prosumers' place in the seller order. With
+    ``charges_between_communities_only`` only trades between two communities pay
+    (``centralized``: none). A trade between two managers runs one way, from the
+    community with the lower autarky price (``_orient_between_managers`` says why).
 
 Cost
     One compilation per (batch size, N, layout, dtype, ``sparsity > 0``), about 2 s on a
@@ -70,18 +82,20 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxmarket.community import (Community, astype, bipartite_graph, full_graph,
-                                 role_trade_bounds)
+                                 intermediaries, role_trade_bounds)
 from jaxmarket.errors import InputError
+from jaxmarket.pool import _dispatch_case  # one exact pool kernel, reused per community
 from jaxmarket.schema import number
 
 # Role codes, in the seller order of a pair.
 PRODUCER, PROSUMER, CONSUMER = 0, 1, 2
 
-LAYOUTS = ("full", "bipartite")
+LAYOUTS = ("full", "bipartite", "centralized", "community")
+HUB_LAYOUTS = ("centralized", "community")  # layouts whose trades pass through managers
 
 # Independent sub-streams of a case key (fold_in tags; cheaper to compile than split). The
 # agents never read the edge stream, so layout and sparsity leave them unchanged.
-_AGENT_STREAM, _GAMMA_STREAM, _EDGE_STREAM = 0, 1, 2
+_AGENT_STREAM, _GAMMA_STREAM, _EDGE_STREAM, _COMMUNITY_STREAM = 0, 1, 2, 3
 
 # Smaller concentrations can underflow float64 shares to zero: an agent with no capacity
 # (and a = spread / 0).
@@ -146,11 +160,14 @@ def _check_range(name, value):
 
 def generate(seed: int, case_indices: Sequence[int], n_agents: int,
              params: GeneratorParams = GeneratorParams(), layout: str = "full",
-             sparsity: float = 0.0, dtype=jnp.float64) -> Community:
+             sparsity: float = 0.0, n_communities: int = 3,
+             charges_between_communities_only: bool = False, dtype=jnp.float64) -> Community:
     """Random communities, one per entry of ``case_indices`` (see the module docstring).
 
-    Compiled once per (batch size, ``n_agents``, ``layout``, ``dtype``, ``sparsity > 0``);
-    other parameter values reuse the compiled function.
+    ``n_agents`` counts the producers, consumers and prosumers; the hub layouts append
+    their hub or managers after them (``n_slots``). Compiled once per (batch size,
+    ``n_agents``, ``layout``, ``dtype``, ``sparsity > 0``, ``n_communities`` where it is
+    used); other parameter values reuse the compiled function.
     """
     params.validate()
     key, indices = _case_keys(seed, case_indices)
@@ -162,13 +179,30 @@ def generate(seed: int, case_indices: Sequence[int], n_agents: int,
         raise InputError("graph.sparsity", f"must be a number in [0, 1), got {sparsity!r}")
     if not jnp.issubdtype(dtype, jnp.floating):
         raise InputError("community.dtype", f"must be a floating dtype, got {dtype!r}")
+    if (isinstance(n_communities, bool) or not isinstance(n_communities, (int, np.integer))
+            or not 1 <= n_communities <= n_agents):
+        raise InputError("graph.n_communities",
+                         f"must be an integer in [1, n_agents = {n_agents}], got {n_communities!r}")
+    if not isinstance(charges_between_communities_only, (bool, np.bool_)):
+        raise InputError("graph.charges_between_communities_only",
+                         f"must be true or false, got {charges_between_communities_only!r}")
     n_prosumers = min(math.floor(params.prosumer_fraction * n_agents + 0.5),
                       n_agents - 2 * _side_minimum(n_agents))
     # Traced, so that new parameter values reuse the compiled function.
     traced = jax.tree_util.tree_map(lambda v: jnp.asarray(v, jnp.float64), params,
                                     is_leaf=lambda v: isinstance(v, tuple))
+    # The centralized market is one community around its hub; the P2P layouts draw the
+    # communities only where the charges need them.
+    members = {"centralized": 1, "community": int(n_communities)}.get(
+        layout, int(n_communities) if charges_between_communities_only else 0)
     return _generate(key, indices, traced, n_prosumers, jnp.float64(sparsity),
-                     n_agents=n_agents, layout=layout, thin=sparsity > 0, dtype=jnp.dtype(dtype))
+                     n_agents=n_agents, layout=layout, thin=sparsity > 0, n_communities=members,
+                     between_only=bool(charges_between_communities_only), dtype=jnp.dtype(dtype))
+
+
+def n_slots(n_agents: int, layout: str, n_communities: int = 3) -> int:
+    """Agents per case including the hub (centralized) or the managers (community)."""
+    return n_agents + {"centralized": 1, "community": n_communities}.get(layout, 0)
 
 
 def _case_keys(seed, case_indices):
@@ -197,27 +231,125 @@ def _check_n_agents(n_agents, params):
     return int(n_agents)
 
 
-@partial(jax.jit, static_argnames=("n_agents", "layout", "thin", "dtype"))
-def _generate(key, indices, params, n_prosumers, sparsity, *, n_agents, layout, thin, dtype):
+@partial(jax.jit, static_argnames=("n_agents", "layout", "thin", "n_communities", "between_only",
+                                   "dtype"))
+def _generate(key, indices, params, n_prosumers, sparsity, *, n_agents, layout, thin,
+              n_communities, between_only, dtype):
+    hub = layout in HUB_LAYOUTS
+
     def one_case(index):
         case_key = jax.random.fold_in(key, index)
         role, agents = _draw_agents(case_key, params, n_prosumers, n_agents)
-        edges = _layout_edges(layout, agents["p_min"], agents["p_max"])
+        label = None
+        if n_communities:
+            label, centre_x, centre_y = community_members(case_key, agents["x"], agents["y"],
+                                                          n_communities)
+        if hub:
+            role, agents, label = _append_managers(role, agents, label, centre_x, centre_y)
+        edges = _layout_edges(layout, agents["p_min"], agents["p_max"], label)
         if thin:
-            edges = delete_edges(edges, _edge_scores(case_key, n_agents), sparsity)
-        return role, agents, edges
+            edges = delete_edges(edges, _edge_scores(case_key, role.shape[-1]), sparsity)
+        return role, agents, edges, label
 
-    role, agents, edges = jax.vmap(one_case)(indices)
+    role, agents, edges, label = jax.vmap(one_case)(indices)
     # The (B, N, N) fields are built here in one pass each, not through make_community,
     # which would mask and copy them again: at 1000 x 300 agents they are most of the cost.
     distance = jnp.hypot(agents["x"][..., :, None] - agents["x"][..., None, :],
                          agents["y"][..., :, None] - agents["y"][..., None, :])
-    half = jnp.where(seller_side(role, agents["b"]), 0.5, -0.5) * params.charge_per_distance
+    charged = edges
+    if between_only:
+        charged = edges & (label[..., :, None] != label[..., None, :])
+    seller = seller_side(role, agents["b"])
+    half = jnp.where(seller, 0.5, -0.5) * params.charge_per_distance
+    charge = jnp.where(charged, half * distance, 0.0)
     trade_min, trade_max = role_trade_bounds(agents["p_min"], agents["p_max"], edges)
-    community = Community(active=jnp.ones(role.shape, bool), edges=edges,
-                          charge=jnp.where(edges, half * distance, 0.0),
+    if layout == "community" and n_communities > 1:
+        charge, trade_min, trade_max = _orient_between_managers(
+            agents, edges, label, charge, charged, distance, params.charge_per_distance,
+            trade_min, trade_max, n_agents)
+    community = Community(active=jnp.ones(role.shape, bool), edges=edges, charge=charge,
                           trade_min=trade_min, trade_max=trade_max, **agents)
     return astype(community, dtype)
+
+
+def community_members(case_key, x, y, n_communities):
+    """One case's community of each agent ``(N,)`` and each community's centroid ``(K,)``.
+
+    K distinct agents drawn at random seed the communities and every agent joins the
+    nearest seed (one assignment step of k-means), so no community is empty and the
+    communities are compact regions of the map."""
+    n_agents = x.shape[-1]
+    order = _uniform_rows(jax.random.fold_in(case_key, _COMMUNITY_STREAM), 1, n_agents)[0]
+    seeds = jnp.argsort(order)[:n_communities]
+    label = jnp.argmin(jnp.hypot(x[:, None] - x[seeds], y[:, None] - y[seeds]), axis=-1)
+    member = label == jnp.arange(n_communities)[:, None]  # (K, N)
+    count = _fold(jnp.add, member.astype(x.dtype))
+    return (label, _fold(jnp.add, jnp.where(member, x, 0.0)) / count,
+            _fold(jnp.add, jnp.where(member, y, 0.0)) / count)
+
+
+def _append_managers(role, agents, label, centre_x, centre_y):
+    """The hub or managers as extra agents after the N real ones: zero cost, zero bounds,
+    placed at their community's centroid; manager k belongs to community k."""
+    n_managers = centre_x.shape[-1]
+    zeros = jnp.zeros(n_managers, jnp.float64)
+    extra = dict(a=zeros, b=zeros, p_min=zeros, p_max=zeros, x=centre_x, y=centre_y)
+    agents = {name: jnp.concatenate([agents[name], extra[name]]) for name in agents}
+    # A manager buys from producers and sells to consumers: it sits between them in the
+    # seller order, where the prosumers are.
+    role = jnp.concatenate([role, jnp.full(n_managers, PROSUMER, role.dtype)])
+    return role, agents, jnp.concatenate([label, jnp.arange(n_managers, dtype=label.dtype)])
+
+
+def _layout_edges(layout, p_min, p_max, label):
+    active = jnp.ones(p_min.shape, bool)
+    if layout == "full":
+        return full_graph(active)
+    if layout == "bipartite":
+        return bipartite_graph(p_min, p_max, active)
+    # Hub layouts: each agent trades with its own manager, managers with each other.
+    manager = intermediaries(p_min, p_max)
+    same = label[:, None] == label[None, :]
+    return ((same & (manager[:, None] != manager[None, :]))
+            | (manager[:, None] & manager[None, :])) & full_graph(active)
+
+
+def _orient_between_managers(agents, edges, label, charge, charged, distance, per_distance,
+                             trade_min, trade_max, n_agents):
+    """Give each trade between two managers one direction: from the community with the
+    lower autarky price to the other, the seller side of the pair.
+
+    A linear charge ``gamma_nm p_nm`` only costs money in the direction it is signed for;
+    a trade both ways would be paid to run backwards, and cycles of managers would earn
+    money. With distance charges (triangle inequality) and every manager pair linked, an
+    optimal flow never passes through a third community, so every traded unit leaves a
+    net exporter for a net importer, whose prices obey
+    ``autarky_k <= mu_k < mu_j <= autarky_j``: the orientation keeps every optimal flow.
+    The autarky price of community k is the pool price of its members still linked to
+    their manager, each member's ``b`` shifted by the charge on its trade with the manager.
+    """
+    is_manager = jnp.arange(label.shape[-1]) >= n_agents
+    own = edges & ~is_manager[..., :, None] & is_manager[..., None, :]  # member -> manager
+    shift = _fold(jnp.add, jnp.where(own, charge - jnp.swapaxes(charge, -1, -2), 0.0))
+    n_communities = label.shape[-1] - n_agents
+    member = ((label[..., None, :n_agents] == jnp.arange(n_communities)[:, None])
+              & _fold(jnp.logical_or, own)[..., None, :n_agents])
+
+    real = {k: agents[k][..., :n_agents] for k in ("a", "b", "p_min", "p_max")}
+    per_community = jax.vmap(_dispatch_case, (None, None, None, None, 0))
+    price = jax.vmap(per_community)(real["a"], real["b"] + shift[..., :n_agents],
+                                    real["p_min"], real["p_max"], member)[0]
+    index = jnp.arange(n_communities)
+    cheaper = ((price[..., :, None] < price[..., None, :])
+               | ((price[..., :, None] == price[..., None, :]) & (index[:, None] < index[None, :])))
+    seller = jnp.zeros(edges.shape, bool).at[..., n_agents:, n_agents:].set(cheaper)
+    between = edges & is_manager[..., :, None] & is_manager[..., None, :]
+    half = jnp.where(seller, 0.5, -0.5) * per_distance * distance
+    charge = jnp.where(between & charged, half, charge)
+    capacity = _fold(jnp.add, jnp.maximum(agents["p_max"], 0.0))[..., None, None]
+    trade_min = jnp.where(between, jnp.where(seller, 0.0, -capacity), trade_min)
+    trade_max = jnp.where(between, jnp.where(seller, capacity, 0.0), trade_max)
+    return charge, trade_min, trade_max
 
 
 def _draw_agents(case_key, params, n_prosumers, n_agents):
@@ -329,13 +461,6 @@ def _fold(op, x):
         pair = op(x[..., :half], x[..., half:2 * half])
         x = jnp.concatenate([pair, x[..., 2 * half:]], axis=-1)  # an odd last one waits
     return x[..., 0]
-
-
-def _layout_edges(layout, p_min, p_max):
-    active = jnp.ones(p_min.shape, bool)
-    if layout == "full":
-        return full_graph(active)
-    return bipartite_graph(p_min, p_max, active)
 
 
 def seller_side(role, b):

@@ -10,7 +10,21 @@ Conventions decided here:
   power has no meaningful price. ``mean_price`` is volume weighted; ``price_spread`` is
   ``price_max - price_min``; all are NaN when nothing is traded.
 * ``messages`` counts one message per directed trade per iteration plus the residual
-  broadcasts of the global stopping rule, ``N (N - 1)`` per iteration (SPEC section 5).
+  broadcasts of the global stopping rule, ``N (N - 1)`` per iteration (SPEC section 5),
+  N counting every agent that negotiates, hub and managers included. ``trade_messages``
+  is the first part alone. Agent n sends ``deg_n + N - 1`` messages per iteration;
+  ``messages_per_agent_mean`` and ``messages_per_agent_max`` are the mean and the
+  largest such total (the busiest agent: a hub in a centralized market).
+* ``n_agents`` counts the agents that produce or consume; ``n_managers`` the hub or
+  community managers (zero bounds, ``community.intermediaries``), which only pass trades on.
+* ``consumption`` is the energy consumed, ``sum_n max(-p_n, 0)``.
+* Connectivity, so that a sparse case's lost welfare can be traced to its graph:
+  ``n_components`` counts the connected components of the trade graph (an isolated
+  agent is one); ``unsupplied_consumers`` is the share of consumers that no seller can
+  reach through trades that can carry power (a chain of trades each of which its seller
+  may sell and its buyer may buy, so through prosumers and managers but never through a
+  consumer), NaN without consumers. A consumer whose only partners are consumers is
+  unsupplied even though its component contains producers.
 """
 
 from __future__ import annotations
@@ -18,7 +32,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from jaxmarket.community import Community
+from jaxmarket.community import Community, consumers, intermediaries
 
 
 def agent_costs(community: Community, power):
@@ -52,10 +66,15 @@ def market_metrics(community: Community, trades, prices, iterations, traded_floo
     mean_price = jnp.where(total_volume > 0,
                            (volume * prices).sum((-1, -2)) / jnp.where(total_volume > 0, total_volume, 1),
                            nan)
-    n_agents = community.active.sum(-1)
+    n_slots = community.active.sum(-1)
+    managers = community.active & intermediaries(community.p_min, community.p_max)
     n_trades = edges.sum((-1, -2))
     degree = edges.sum(-1)
     reciprocity = trades + jnp.swapaxes(trades, -1, -2)
+    rounds = iterations.astype(jnp.int64)
+    broadcasts = n_slots * (n_slots - 1)
+    busiest = jnp.where(community.active, degree, 0).max(-1) + n_slots - 1
+    messages = rounds * (n_trades + broadcasts)
     return {
         "objective": costs + charges,
         "social_welfare": -costs,
@@ -65,13 +84,56 @@ def market_metrics(community: Community, trades, prices, iterations, traded_floo
         "price_max": price_max,
         "price_spread": price_max - price_min,
         "total_traded": 0.5 * total_volume,
+        "consumption": jnp.maximum(-power, 0.0).sum(-1),
         "power_balance_error": jnp.abs(power.sum(-1)),
         "imbalance": jnp.abs(reciprocity.sum(-1)).sum(-1),
-        "messages": iterations.astype(jnp.int64) * (n_trades + n_agents * (n_agents - 1)),
-        "n_agents": n_agents,
+        "messages": messages,
+        "trade_messages": rounds * n_trades,
+        "messages_per_agent_mean": messages / jnp.maximum(n_slots, 1),
+        "messages_per_agent_max": rounds * jnp.where(n_slots > 0, busiest, 0),
+        "n_agents": n_slots - managers.sum(-1),
+        "n_managers": managers.sum(-1),
         "n_trades": n_trades,
         "isolated_agents": (community.active & (degree == 0)).sum(-1),
+        "n_components": n_components(community),
+        "unsupplied_consumers": unsupplied_consumers(community),
     }
+
+
+def n_components(community: Community):
+    """Connected components of every case's trade graph over its active agents: each agent
+    takes the smallest index among its neighbours' labels until nothing changes (at most
+    the graph's diameter rounds)."""
+    n = community.n_max
+    start = jnp.where(community.active, jnp.arange(n), n)
+
+    def spread(state):
+        label, _ = state
+        nearest = jnp.where(community.edges, label[..., None, :], n).min(-1)
+        new = jnp.minimum(label, nearest)
+        return new, jnp.any(new != label)
+
+    label, _ = jax.lax.while_loop(lambda state: state[1], spread, (start, jnp.array(True)))
+    return (community.active & (label == jnp.arange(n))).sum(-1)
+
+
+def unsupplied_consumers(community: Community):
+    """Share of consumers that no seller reaches by trades able to carry power (see the
+    module docstring); NaN when a case has no consumer."""
+    # carries[n, m]: n may sell to m and m may buy from n.
+    carries = (community.edges & (community.trade_max > 0)
+               & (jnp.swapaxes(community.trade_min, -1, -2) < 0))
+    start = community.active & (community.p_max > 0)
+
+    def spread(state):
+        reached, _ = state
+        new = reached | (carries & reached[..., :, None]).any(-2)
+        return new, jnp.any(new != reached)
+
+    reached, _ = jax.lax.while_loop(lambda state: state[1], spread, (start, jnp.array(True)))
+    buyers = consumers(community)
+    count = buyers.sum(-1)
+    return jnp.where(count > 0, (buyers & ~reached).sum(-1) / jnp.maximum(count, 1), jnp.nan)
 
 
 def optimality_gap(value, reference):

@@ -58,7 +58,7 @@ def test_a_single_range_is_not_a_sweep():
     ({"graph": {"sparsity": [0.0, 1.0]}}, "graph.sparsity[1]: must be < 1, got 1.0"),
     ({"graph": {"sparsity": []}}, "graph.sparsity: empty sweep list"),
     ({"graph": {"sparsity": [0.5, 0.5]}}, "graph.sparsity[1]: duplicate value 0.5"),
-    ({"graph": {"layout": "ring"}}, 'graph.layout: expected one of "full", "bipartite", got "ring"'),
+    ({"graph": {"layout": "ring"}}, 'graph.layout: expected one of "full", "bipartite", "centralized", "community", got "ring"'),
     ({"solver": {"eps_dual": 0}}, "solver.eps_dual: must be > 0, got 0.0"),
     ({"solver": {"algorithm": "simplex"}}, 'solver.algorithm: expected one of "admm"'),
     ({"solver": {"max_iter": float("nan")}}, "solver.max_iter: expected a positive integer, got NaN"),

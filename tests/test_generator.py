@@ -65,6 +65,28 @@ def test_case_depends_only_on_seed_and_index():
         assert np.array_equal(values[3], pair[field][0]), field
 
 
+@pytest.mark.parametrize("layout", ["centralized", "community", "full"])
+def test_layout_case_depends_only_on_seed_and_index(layout):
+    # Hub layouts (managers, communities, oriented manager trades) and charges restricted
+    # to trades between communities keep every case a function of (seed, index).
+    args = (N, RICH, layout, 0.3, 3, True)
+    batch = as_numpy(generate(3, CASES, *args))
+    alone = as_numpy(generate(3, [7], *args))
+    for field, values in batch.items():
+        assert np.array_equal(values[7], alone[field][0]), field
+
+
+def test_restricting_charges_changes_only_charges():
+    plain = as_numpy(generate(8, CASES, N, RICH, "full", 0.2))
+    between = as_numpy(generate(8, CASES, N, RICH, "full", 0.2, 3, True))
+    for field, values in plain.items():
+        if field != "charge":
+            assert np.array_equal(values, between[field]), field
+    kept = between["charge"] != 0
+    assert kept.any() and (between["charge"][kept] == plain["charge"][kept]).all()
+    assert (plain["charge"][~kept & plain["edges"]] != 0).any()
+
+
 def test_cases_and_seeds_differ():
     first = as_numpy(generate(3, CASES, N, RICH))
     other_seed = as_numpy(generate(4, CASES, N, RICH))
