@@ -126,6 +126,7 @@ def market_outcome(community: Community, state: CEDState, iterations, traded_flo
                 consumption=jax.nn.relu(-power).sum(-1))
     rows.update(trade_messages=rows["messages"],
                 messages_per_agent_mean=rows["messages"] / jnp.maximum(rows["n_agents"], 1),
-                messages_per_agent_max=rows["messages"] / jnp.maximum(rows["n_agents"], 1))
+                # every agent sends its power and receives the price: 2 per iteration
+                messages_per_agent_max=rows["messages"] // jnp.maximum(rows["n_agents"], 1))
     prices = jnp.where(community.edges, state.price[:, None, None], 0.0)
     return rows, none, prices
