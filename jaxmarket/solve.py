@@ -6,6 +6,10 @@ request); the exact references (centralized P2P problem, pool price) always run 
 float64, so the optimality gap of a float32 run measures the float32 error. The gap of a
 P2P algorithm (ADMM, RCI, PCMBED) is taken against the centralized P2P problem, that of a
 pool algorithm (CED) against the exact pool dispatch: each against its own problem.
+
+Two drivers give the same rows (``jaxmarket.driver``): ``continuous`` (the default) serves
+the batch as a queue to a fixed number of lanes on every local device, ``blocked`` iterates
+it in blocks of the same size, each block until its slowest case has stopped.
 """
 
 from __future__ import annotations
@@ -90,11 +94,39 @@ ALGORITHMS = {
 CPU_TRADES_PER_BLOCK = 8_192
 
 
+# Lanes per accelerator: enough trades to fill it (not yet measured on a GPU).
+GPU_TRADES_PER_DEVICE = 2**22
+DRIVERS = ("continuous", "blocked")
+MIN_LANES = 8
+CASES_PER_LANE = 16
+
+
 def default_block_size(community: Community) -> int:
     """Cases per driver block: cache-sized on a CPU, the whole batch elsewhere."""
     if jax.default_backend() != "cpu":
         return 0
     return max(1, CPU_TRADES_PER_BLOCK // community.n_max**2)
+
+
+def driver_options(community: Community, options: SolverOptions, driver: str) -> DriverOptions:
+    """The driver's settings: the blocked loop, or continuous batching on every local device
+    the batch can keep busy, with enough cases queued per lane (``CASES_PER_LANE``) for the
+    lanes to drain late, at most as many lanes as a block has cases (cache-sized on a CPU)
+    and at least ``MIN_LANES``: XLA vectorises a loop over fewer than about 8 cases
+    differently, which changes the last bits of a row (rows are bit-identical for every
+    lane count from 8 on, and for every device count)."""
+    if driver not in DRIVERS:
+        raise InputError("driver", f"unknown driver {driver!r}; choose one of {list(DRIVERS)}")
+    n_cases = community.n_cases
+    base = DriverOptions(options.max_iter, options.check_every, options.trace_every,
+                         block_size=default_block_size(community))
+    if driver == "blocked":
+        return base
+    most = base.block_size or max(1, GPU_TRADES_PER_DEVICE // community.n_max**2)
+    devices = min(jax.local_device_count(), max(1, n_cases // MIN_LANES))
+    per_device = -(-n_cases // devices)
+    lanes = min(per_device, most, max(MIN_LANES, -(-per_device // CASES_PER_LANE)))
+    return base._replace(lanes=lanes, devices=devices)
 
 
 class BatchResult(NamedTuple):
@@ -103,18 +135,19 @@ class BatchResult(NamedTuple):
     trades: jax.Array  # (B, N, N) p_nm, what n sells to m
     prices: jax.Array  # (B, N, N) trade price lambda_nm
     # Pool algorithms (CED) have no trades: zero trades, the uniform price on every edge.
+    lane_iterations: int  # iterations computed over all lanes, useful or not (utilisation)
 
 
-def solve_batch(community: Community, options: SolverOptions) -> BatchResult:
+def solve_batch(community: Community, options: SolverOptions,
+                driver: str = "continuous") -> BatchResult:
     if options.algorithm not in ALGORITHMS:
         raise InputError("solver.algorithm", f"unknown algorithm {options.algorithm!r}; "
                                              f"choose one of {sorted(ALGORITHMS)}")
     method = ALGORITHMS[options.algorithm]
     n_cases, dtype = community.n_cases, community.dtype
     params = method.params(options, n_cases, dtype)
-    driver = DriverOptions(options.max_iter, options.check_every, options.trace_every,
-                           block_size=default_block_size(community))
-    result = iterate(method.algorithm(options), community, params, driver)
+    result = iterate(method.algorithm(options), community, params,
+                     driver_options(community, options, driver))
 
     exact = astype(community, jnp.float64)
     pool = pool_dispatch(exact)
@@ -142,7 +175,8 @@ def solve_batch(community: Community, options: SolverOptions) -> BatchResult:
         "pool_price": pool.price,
     }
     rows = {k: np.asarray(v) for k, v in rows.items()}
-    return BatchResult(rows, _long_trace(result.trace, options.trace_every), trades, prices)
+    return BatchResult(rows, _long_trace(result.trace, options.trace_every), trades, prices,
+                       int(result.lane_iterations))
 
 
 def _long_trace(trace, every: int):
