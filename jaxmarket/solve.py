@@ -23,7 +23,7 @@ import numpy as np
 
 from jaxmarket import admm, ced, rci
 from jaxmarket.community import Community, astype
-from jaxmarket.driver import Algorithm, DriverOptions, iterate
+from jaxmarket.driver import Algorithm, DriverOptions, DriverResult, iterate
 from jaxmarket.errors import InputError
 from jaxmarket.metrics import market_metrics, optimality_gap
 from jaxmarket.pool import pool_dispatch
@@ -135,20 +135,31 @@ class BatchResult(NamedTuple):
     trades: jax.Array  # (B, N, N) p_nm, what n sells to m
     prices: jax.Array  # (B, N, N) trade price lambda_nm
     # Pool algorithms (CED) have no trades: zero trades, the uniform price on every edge.
-    lane_iterations: int  # iterations computed over all lanes, useful or not (utilisation)
 
 
 def solve_batch(community: Community, options: SolverOptions,
                 driver: str = "continuous") -> BatchResult:
+    return tabulate(community, options, run_market(community, options, driver))
+
+
+def run_market(community: Community, options: SolverOptions,
+               driver: str = "continuous") -> DriverResult:
+    """The distributed algorithm alone on every case of the batch (the costly part)."""
     if options.algorithm not in ALGORITHMS:
         raise InputError("solver.algorithm", f"unknown algorithm {options.algorithm!r}; "
                                              f"choose one of {sorted(ALGORITHMS)}")
     method = ALGORITHMS[options.algorithm]
-    n_cases, dtype = community.n_cases, community.dtype
-    params = method.params(options, n_cases, dtype)
-    result = iterate(method.algorithm(options), community, params,
-                     driver_options(community, options, driver))
+    params = method.params(options, community.n_cases, community.dtype)
+    return iterate(method.algorithm(options), community, params,
+                   driver_options(community, options, driver))
 
+
+def tabulate(community: Community, options: SolverOptions, result: DriverResult) -> BatchResult:
+    """One row per case from the driver's result: metrics and exact references (float64).
+    Their last bits can depend on the batch size (XLA vectorises reductions by shape), so
+    the sweep tabulates every chunk at the chunk size, whatever the driver's queue."""
+    method = ALGORITHMS[options.algorithm]
+    n_cases = community.n_cases
     exact = astype(community, jnp.float64)
     pool = pool_dispatch(exact)
     floor = jnp.full(n_cases, options.eps_primal, jnp.float64)
@@ -175,8 +186,7 @@ def solve_batch(community: Community, options: SolverOptions,
         "pool_price": pool.price,
     }
     rows = {k: np.asarray(v) for k, v in rows.items()}
-    return BatchResult(rows, _long_trace(result.trace, options.trace_every), trades, prices,
-                       int(result.lane_iterations))
+    return BatchResult(rows, _long_trace(result.trace, options.trace_every), trades, prices)
 
 
 def _long_trace(trace, every: int):

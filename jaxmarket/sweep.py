@@ -44,7 +44,7 @@ import jaxmarket
 from jaxmarket.community import Community, concatenate, take
 from jaxmarket.config import Cell, Study
 from jaxmarket.errors import InputError
-from jaxmarket.solve import DRIVERS, SolverOptions, driver_options, solve_batch
+from jaxmarket.solve import DRIVERS, SolverOptions, driver_options, run_market, tabulate
 
 TIMING_COLUMNS = ("wall_time_s",)  # the only columns allowed to differ between two runs
 MANIFEST = "manifest.json"
@@ -183,12 +183,21 @@ def group_communities(study: Study, group: Group) -> Community:
     return concatenate(parts)
 
 
-def warm_up(community: Community, solver: SolverOptions, driver: str) -> None:
-    """Compile every function of ``solve_batch`` for this shape at the cost of one
+def warm_up(study: Study, community: Community, solver: SolverOptions, driver: str) -> None:
+    """Compile the driver for the queue and the tabulation for a chunk at the cost of one
     iteration per case: infinite tolerances stop every case at its first check."""
     inf = float("inf")
     quick = solver._replace(eps_primal=inf, eps_dual=inf, eps_price=inf, eps_power=inf)
-    jax.block_until_ready(solve_batch(community, quick, driver=driver))
+    result = run_market(community, quick, driver)
+    first_chunk, first_result = _slot((community, result), 0, batch_size(study))
+    jax.block_until_ready(tabulate(first_chunk, quick, first_result))
+
+
+def _slot(tree, first: int, size: int):
+    """Cases ``first .. first + size`` of a batch pytree (the lane count is not per case)."""
+    def cut(v):
+        return v[first:first + size] if getattr(v, "ndim", 0) else v
+    return jax.tree_util.tree_map(cut, tree)
 
 
 @dataclass(frozen=True)
@@ -202,36 +211,39 @@ def solve_group(study: Study, group: Group, community: Community, driver: str
                 ) -> tuple[list[Solved], dict]:
     """Rows (and residual traces) of the group's real cases, chunk by chunk, and the lane
     counts of the solve. ``wall_time_s`` is the group's solve time over its real cases."""
-    size, cell = batch_size(study), group.cell
+    size, solver = batch_size(study), group.cell.solver
     start = time.perf_counter()
-    result = jax.block_until_ready(solve_batch(community, cell.solver, driver=driver))
+    market = run_market(community, solver, driver)
+    results = [tabulate(chunk_community, solver, chunk_market) for chunk_community, chunk_market in
+               (_slot((community, market), slot * size, size) for slot in range(len(group.chunks)))]
+    jax.block_until_ready(results)
     elapsed = time.perf_counter() - start
     n_real = sum(chunk.n_cases for chunk in group.chunks)
-    trace_position = None if result.trace is None else np.asarray(result.trace["case"])
     solved = []
-    for slot, chunk in enumerate(group.chunks):
-        first, n = slot * size, chunk.n_cases
+    for chunk, result in zip(group.chunks, results):
+        n = chunk.n_cases
         indices = case_indices(chunk, size)
         ids = {"study": study.name, "cell": chunk.cell.index, "case_index": indices[:n],
                "seed": study.seed, "dtype": study.dtype, **chunk.cell.labels()}
         columns = {key: np.full(n, value) for key, value in ids.items()}
         for key, value in result.rows.items():
-            value = np.asarray(value)[first:first + n]
+            value = np.asarray(value)[:n]
             if key in columns and not np.array_equal(columns[key], value):  # e.g. n_agents
                 raise RuntimeError(f"metric {key!r} disagrees with the cell's {key!r}")
             columns[key] = value
         columns["wall_time_s"] = np.full(n, elapsed / n_real)
         trace = None
-        if trace_position is not None:
-            keep = (trace_position >= first) & (trace_position < first + n)
+        if result.trace is not None:
+            position = np.asarray(result.trace["case"])
+            keep = position < n
             head = {"study": study.name, "cell": chunk.cell.index,
-                    "case_index": indices[trace_position[keep] - first]}
+                    "case_index": indices[position[keep]]}
             trace = pa.table({**{key: np.full(keep.sum(), v) for key, v in head.items()},
                               **{key: np.asarray(v)[keep] for key, v in result.trace.items()
                                  if key != "case"}})
         solved.append(Solved(chunk, pa.table(columns), trace))
     useful = sum(int(s.cases.column("iterations").to_numpy().sum()) for s in solved)
-    return solved, {"case_iterations": useful, "lane_iterations": result.lane_iterations,
+    return solved, {"case_iterations": useful, "lane_iterations": int(market.lane_iterations),
                     "solve_s": elapsed}
 
 
@@ -369,7 +381,7 @@ def run(plan: Plan, driver: str = "continuous") -> Iterator[Chunk]:
             community = group_communities(study, group)
             key = (compile_key(group.cell), group.slots)
             if key not in compiled:  # wall_time_s never includes compilation
-                warm_up(community, group.cell.solver, driver)
+                warm_up(study, community, group.cell.solver, driver)
                 compiled.add(key)
             solved, stats = solve_group(study, group, community, driver)
             options = driver_options(community, group.cell.solver, driver)
