@@ -278,14 +278,11 @@ def _continuous(algorithm: Algorithm, problem, params, options: DriverOptions) -
                 lambda t, r: t.at[row, slot].set(r, mode="drop"), trace, new_res)
         return (case, lane_problem, lane_params, after, res, iterations, conv, div), trace
 
-    def round_(carry):
-        rounds, next_case, lane, out, trace = carry
-        lane, trace = jax.lax.fori_loop(0, options.checks_per_refill, check, (lane, trace))
+    def refill(finished, next_case, lane, out):
+        """Finished lanes hand over their results and take the next cases of the queue,
+        lowest lane first."""
         case, lane_problem, lane_params, state, res, iterations, conv, div = lane
-        finished = (conv | div | (iterations >= limit)) & (case != idle)
-        row = jnp.where(finished, case, idle)
-        out = _put(out, row, (state, res, iterations, conv, div))
-        # Finished lanes take the next cases of the queue, lowest lane first.
+        out = _put(out, jnp.where(finished, case, idle), (state, res, iterations, conv, div))
         queued = next_case + jnp.cumsum(finished, dtype=jnp.int32) - 1
         new_case = jnp.where(finished, jnp.where(queued < n_cases, queued, idle), case)
         fresh = load(new_case)
@@ -294,7 +291,17 @@ def _continuous(algorithm: Algorithm, problem, params, options: DriverOptions) -
         res = _freeze(~finished, res, jax.tree_util.tree_map(lambda r: jnp.full_like(r, jnp.inf), res))
         lane = (new_case, lane_problem, lane_params, state, res,
                 jnp.where(finished, 0, iterations), conv & ~finished, div & ~finished)
-        return rounds + 1, next_case + finished.sum(dtype=jnp.int32), lane, out, trace
+        return next_case + finished.sum(dtype=jnp.int32), lane, out
+
+    def round_(carry):
+        rounds, next_case, lane, out, trace = carry
+        lane, trace = jax.lax.fori_loop(0, options.checks_per_refill, check, (lane, trace))
+        case, _, _, _, _, iterations, conv, div = lane
+        finished = (conv | div | (iterations >= limit)) & (case != idle)
+        # Most rounds finish no case: skip the gathers and scatters then.
+        next_case, lane, out = jax.lax.cond(finished.any(), refill, lambda f, *rest: rest,
+                                            finished, next_case, lane, out)
+        return rounds + 1, next_case, lane, out, trace
 
     def keep_going(carry):
         return jnp.any(carry[2][0] != idle)
