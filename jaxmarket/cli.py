@@ -62,9 +62,14 @@ def sweep(
     resume: bool = typer.Option(False, "--resume", help="Continue an unfinished study."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Delete the existing dataset and start over."),
     set_: Optional[list[str]] = typer.Option(None, "--set", metavar="KEY=VALUE", help=SET_HELP),
+    driver: str = typer.Option("continuous", metavar="NAME",
+                               help="continuous (lanes refilled as cases stop) or blocked; same rows."),
+    cpu_devices: int = typer.Option(0, metavar="N", help="JAX devices on a CPU (0: one per core)."),
 ):
     """Run a study and write its Parquet dataset."""
     with _user_errors():
+        runner.use_cpu_devices(cpu_devices)
+        runner.check_driver(driver)
         study = load_study(file, set_ or (), out)
         plan = runner.prepare(study, resume=resume, overwrite=overwrite)
     total, pending = len(plan.chunks), plan.pending
@@ -78,7 +83,7 @@ def sweep(
     with _user_errors(), _progress(console) as progress:
         task = progress.add_task(study.name, total=cases, chunks=f"{done}/{total}")
         try:
-            for chunk in runner.run(plan):
+            for chunk in runner.run(plan, driver):
                 done += 1
                 progress.update(task, advance=chunk.n_cases, chunks=f"{done}/{total}")
                 if progress.disable:  # a log file gets one line per chunk instead of a bar
@@ -87,8 +92,10 @@ def sweep(
             typer.echo(f"interrupted after {done}/{total} chunks; rerun the same command with "
                        f"--resume to continue", err=True)
             raise typer.Exit(130) from None
+    execution = runner.read_manifest(study.out)["execution"]
     typer.echo(f"{study.name}: {len(pending)} chunks ({cases} cases) written to {study.out} "
-               f"in {time.perf_counter() - start:.1f} s")
+               f"in {time.perf_counter() - start:.1f} s ({driver} driver, lane utilisation "
+               f"{execution['lane_utilisation']:.1%})")
 
 
 @app.command()

@@ -20,6 +20,21 @@ With ``block_size`` the batch is cut into blocks of cases that are iterated one 
 other (``lax.map``), each with its own loop. On a CPU this keeps the working set of a
 block in cache and lets a block stop as soon as its own cases have, instead of waiting
 for the slowest case of the whole batch. Results do not change: cases never interact.
+
+With ``lanes`` the batch is a queue served by continuous batching: a fixed number of
+lanes iterate ``refill_every`` iterations at a time inside one compiled loop; after each
+such round every lane whose case has stopped hands its result to the output and takes the
+next case of the queue (in case order, lowest lane first). A lane therefore never waits for
+a slow case of its neighbours, only for the end of the round. Each case runs the same
+arithmetic as in the plain loop, so the rows are identical; ``lane_iterations`` counts the
+lane-iterations spent, and the sum of ``iterations`` over it is the lane utilisation.
+
+With ``devices > 1`` the queue is dealt round-robin to that many local devices
+(``jax.shard_map``), each running its own lanes and its own loop with no communication.
+Every device runs the very same program on ``lanes`` lanes, so each case sees the same
+arithmetic whatever the device count: rows are bit-identical on 1 or 4 devices (tested).
+(Splitting one batch over devices instead changes the per-device shapes, which lets XLA
+fuse and vectorise differently and changed the last bits of some rows.)
 """
 
 from __future__ import annotations
@@ -29,6 +44,8 @@ from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, PartitionSpec
 
 
 class Algorithm(NamedTuple):
@@ -43,6 +60,9 @@ class DriverOptions(NamedTuple):
     check_every: int = 1
     trace_every: int = 0  # 0: no trace
     block_size: int = 0  # 0: the whole batch at once; else blocks of cases one after another
+    lanes: int = 0  # > 0: continuous batching on this many lanes (block_size is then unused)
+    refill_every: int = 16  # lanes: iterations between refills, rounded up to check_every
+    devices: int = 1  # lanes: local devices sharing the queue, each with its own lanes
 
     @property
     def n_blocks(self) -> int:
@@ -52,6 +72,15 @@ class DriverOptions(NamedTuple):
     def n_trace(self) -> int:
         return self.n_blocks * self.check_every // self.trace_every if self.trace_every else 0
 
+    @property
+    def iteration_limit(self) -> int:
+        """Iterations a case may run: ``max_iter`` rounded up to a multiple of check_every."""
+        return self.n_blocks * self.check_every
+
+    @property
+    def checks_per_refill(self) -> int:
+        return max(1, -(-self.refill_every // self.check_every))
+
 
 class DriverResult(NamedTuple):
     state: Any  # final (or frozen) state of every case
@@ -60,6 +89,7 @@ class DriverResult(NamedTuple):
     converged: jax.Array  # (B,) bool
     diverged: jax.Array  # (B,) bool: non-finite residuals
     trace: Any  # residual pytree of (B, n_trace) arrays, or None
+    lane_iterations: jax.Array  # () case-iterations computed, useful or not (utilisation)
 
 
 def _freeze(stopped, old, new):
@@ -80,6 +110,10 @@ def _finite(tree):
 def iterate(algorithm: Algorithm, problem, params, options: DriverOptions) -> DriverResult:
     """Iterate every case of the batch (leading axis of ``problem`` and ``params``)."""
     n_cases = jax.tree_util.tree_leaves(params)[0].shape[0]
+    if options.lanes and options.devices > 1:
+        return _over_devices(algorithm, problem, params, options)
+    if options.lanes:
+        return _continuous(algorithm, problem, params, options)
     size = options.block_size
     if not size or size >= n_cases:
         return _iterate(algorithm, problem, params, options)
@@ -87,12 +121,48 @@ def iterate(algorithm: Algorithm, problem, params, options: DriverOptions) -> Dr
     padding = n_blocks * size - n_cases
 
     def to_blocks(v):  # pad by repeating the last case; its copies are dropped below
-        v = jnp.concatenate([v, jnp.repeat(v[-1:], padding, 0)]) if padding else v
-        return v.reshape((n_blocks, size) + v.shape[1:])
+        return _pad(v, padding).reshape((n_blocks, size) + v.shape[1:])
 
     blocks = jax.tree_util.tree_map(to_blocks, (problem, params))
     result = jax.lax.map(lambda block: _iterate(algorithm, *block, options), blocks)
-    return jax.tree_util.tree_map(lambda v: v.reshape((-1,) + v.shape[2:])[:n_cases], result)
+    spent = result.lane_iterations.sum()
+    result = jax.tree_util.tree_map(lambda v: v.reshape((-1,) + v.shape[2:])[:n_cases],
+                                    result._replace(lane_iterations=None))
+    return result._replace(lane_iterations=spent)
+
+
+def _pad(v, padding: int):
+    return jnp.concatenate([v, jnp.repeat(v[-1:], padding, 0)]) if padding else v
+
+
+def _over_devices(algorithm: Algorithm, problem, params, options: DriverOptions) -> DriverResult:
+    """Continuous batching on each of ``options.devices`` local devices; case i runs on
+    device i mod D (round-robin, so slow cases of a region of the queue are shared)."""
+    n_cases = jax.tree_util.tree_leaves(params)[0].shape[0]
+    devices = jax.local_devices()[:options.devices]
+    n_devices = len(devices)
+    per_device = -(-n_cases // n_devices)
+    padding = per_device * n_devices - n_cases
+
+    def deal(v):  # row d * per_device + j holds case j * n_devices + d
+        v = _pad(v, padding).reshape((per_device, n_devices) + v.shape[1:])
+        return jnp.swapaxes(v, 0, 1).reshape((-1,) + v.shape[2:])
+
+    def collect(v):
+        v = jnp.swapaxes(v.reshape((n_devices, per_device) + v.shape[1:]), 0, 1)
+        return v.reshape((-1,) + v.shape[2:])[:n_cases]
+
+    def local(problem, params):
+        result = _continuous(algorithm, problem, params, options)
+        return result._replace(lane_iterations=result.lane_iterations[None])
+
+    cases = PartitionSpec("cases")
+    run = jax.shard_map(local, mesh=Mesh(np.array(devices), ("cases",)), in_specs=cases,
+                        out_specs=cases, check_vma=False)
+    result = run(*jax.tree_util.tree_map(deal, (problem, params)))
+    spent = result.lane_iterations.sum()
+    result = jax.tree_util.tree_map(collect, result._replace(lane_iterations=None))
+    return result._replace(lane_iterations=spent)
 
 
 def _iterate(algorithm: Algorithm, problem, params, options: DriverOptions) -> DriverResult:
@@ -139,5 +209,105 @@ def _iterate(algorithm: Algorithm, problem, params, options: DriverOptions) -> D
         return (blk < options.n_blocks) & ~jnp.all(conv | div)
 
     carry = (jnp.int32(0), state0, res0, jnp.zeros(n_cases, jnp.int32), zeros, zeros, trace0)
-    _, state, res, iterations, conv, div, trace = jax.lax.while_loop(keep_going, block, carry)
-    return DriverResult(state, res, iterations, conv, div, trace)
+    blk, state, res, iterations, conv, div, trace = jax.lax.while_loop(keep_going, block, carry)
+    spent = blk.astype(jnp.int64) * options.check_every * n_cases
+    return DriverResult(state, res, iterations, conv, div, trace, spent)
+
+
+def _take(tree, index):
+    return jax.tree_util.tree_map(lambda v: v[index], tree)
+
+
+def _put(tree, index, values):
+    """Scatter ``values`` into rows ``index`` of ``tree``; out-of-range rows are dropped."""
+    return jax.tree_util.tree_map(lambda t, v: t.at[index].set(v, mode="drop"), tree, values)
+
+
+def _continuous(algorithm: Algorithm, problem, params, options: DriverOptions) -> DriverResult:
+    n_cases = jax.tree_util.tree_leaves(params)[0].shape[0]
+    n_lanes = min(options.lanes, n_cases)
+    limit, every = options.iteration_limit, options.check_every
+    idle = n_cases  # the case index of a lane with nothing left to do
+
+    def load(case):
+        """Problem, parameters and initial state of the cases ``case`` (idle lanes: the
+        last case, never iterated)."""
+        lane_problem, lane_params = _take((problem, params), jnp.minimum(case, n_cases - 1))
+        return lane_problem, lane_params, algorithm.init(lane_problem, lane_params)
+
+    case = jnp.arange(n_lanes, dtype=jnp.int32)
+    lane_problem, lane_params, state = load(case)
+    res_lane = algorithm.residuals(lane_problem, lane_params, state, state)
+    res_lane = jax.tree_util.tree_map(lambda r: jnp.full_like(r, jnp.inf), res_lane)
+    lanes_false = jnp.zeros(n_lanes, bool)
+    lane = (case, lane_problem, lane_params, state, res_lane, jnp.zeros(n_lanes, jnp.int32),
+            lanes_false, lanes_false)
+
+    def rows(v):
+        return jnp.zeros((n_cases,) + v.shape[1:], v.dtype)
+
+    out = (jax.tree_util.tree_map(rows, state), jax.tree_util.tree_map(rows, res_lane),
+           jnp.zeros(n_cases, jnp.int32), jnp.zeros(n_cases, bool), jnp.zeros(n_cases, bool))
+    trace = None
+    if options.trace_every:
+        trace = jax.tree_util.tree_map(
+            lambda r: jnp.full((n_cases, options.n_trace), jnp.nan, r.dtype), res_lane)
+
+    def check(_, carry):
+        """``check_every`` iterations of every running lane, then its convergence check."""
+        (case, lane_problem, lane_params, state, res, iterations, conv, div), trace = carry
+        stopped = conv | div | (iterations >= limit) | (case == idle)
+
+        def one(_, s):
+            return _freeze(stopped, s, algorithm.step(lane_problem, lane_params, s))
+
+        before = jax.lax.fori_loop(0, every - 1, one, state)
+        after = one(0, before)
+        new_res = algorithm.residuals(lane_problem, lane_params, before, after)
+        finite = _finite(new_res) & _finite(after)
+        running = ~stopped
+        conv = conv | (running & finite & algorithm.converged(lane_params, new_res))
+        div = div | (running & ~finite)
+        res = _freeze(stopped, res, new_res)
+        iterations = jnp.where(stopped, iterations, iterations + every)
+        if trace is not None:
+            record = running & (iterations % options.trace_every == 0)
+            slot = iterations // options.trace_every - 1
+            row = jnp.where(record, case, idle)
+            trace = jax.tree_util.tree_map(
+                lambda t, r: t.at[row, slot].set(r, mode="drop"), trace, new_res)
+        return (case, lane_problem, lane_params, after, res, iterations, conv, div), trace
+
+    def refill(finished, next_case, lane, out):
+        """Finished lanes hand over their results and take the next cases of the queue,
+        lowest lane first."""
+        case, lane_problem, lane_params, state, res, iterations, conv, div = lane
+        out = _put(out, jnp.where(finished, case, idle), (state, res, iterations, conv, div))
+        queued = next_case + jnp.cumsum(finished, dtype=jnp.int32) - 1
+        new_case = jnp.where(finished, jnp.where(queued < n_cases, queued, idle), case)
+        fresh = load(new_case)
+        lane_problem, lane_params, state = _freeze(~finished, (lane_problem, lane_params, state),
+                                                   fresh)
+        res = _freeze(~finished, res, jax.tree_util.tree_map(lambda r: jnp.full_like(r, jnp.inf), res))
+        lane = (new_case, lane_problem, lane_params, state, res,
+                jnp.where(finished, 0, iterations), conv & ~finished, div & ~finished)
+        return next_case + finished.sum(dtype=jnp.int32), lane, out
+
+    def round_(carry):
+        rounds, next_case, lane, out, trace = carry
+        lane, trace = jax.lax.fori_loop(0, options.checks_per_refill, check, (lane, trace))
+        case, _, _, _, _, iterations, conv, div = lane
+        finished = (conv | div | (iterations >= limit)) & (case != idle)
+        # Most rounds finish no case: skip the gathers and scatters then.
+        next_case, lane, out = jax.lax.cond(finished.any(), refill, lambda f, *rest: rest,
+                                            finished, next_case, lane, out)
+        return rounds + 1, next_case, lane, out, trace
+
+    def keep_going(carry):
+        return jnp.any(carry[2][0] != idle)
+
+    carry = (jnp.int32(0), jnp.int32(n_lanes), lane, out, trace)
+    rounds, _, _, out, trace = jax.lax.while_loop(keep_going, round_, carry)
+    state, res, iterations, conv, div = out
+    spent = rounds.astype(jnp.int64) * options.checks_per_refill * every * n_lanes
+    return DriverResult(state, res, iterations, conv, div, trace, spent)

@@ -17,6 +17,10 @@ stride; a case that settles after its last traced iteration counts its stopping
 iteration. NaN when the final gap is above t (never reached within ``max_iter``) and,
 for lack of a measure, in every row of a run without a trace. The long trace carries
 the gap of every traced iteration (``optimality_gap``).
+
+Two drivers give the same rows (``jaxmarket.driver``): ``continuous`` (the default) serves
+the batch as a queue to a fixed number of lanes on every local device, ``blocked`` iterates
+it in blocks of the same size, each block until its slowest case has stopped.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ import numpy as np
 
 from jaxmarket import admm, ced, rci
 from jaxmarket.community import Community, astype
-from jaxmarket.driver import Algorithm, DriverOptions, iterate
+from jaxmarket.driver import Algorithm, DriverOptions, DriverResult, iterate
 from jaxmarket.errors import InputError
 from jaxmarket.metrics import market_metrics, optimality_gap
 from jaxmarket.pool import pool_dispatch
@@ -101,11 +105,39 @@ ALGORITHMS = {
 CPU_TRADES_PER_BLOCK = 8_192
 
 
+# Lanes per accelerator: enough trades to fill it (not yet measured on a GPU).
+GPU_TRADES_PER_DEVICE = 2**22
+DRIVERS = ("continuous", "blocked")
+MIN_LANES = 8
+CASES_PER_LANE = 16
+
+
 def default_block_size(community: Community) -> int:
     """Cases per driver block: cache-sized on a CPU, the whole batch elsewhere."""
     if jax.default_backend() != "cpu":
         return 0
     return max(1, CPU_TRADES_PER_BLOCK // community.n_max**2)
+
+
+def driver_options(community: Community, options: SolverOptions, driver: str) -> DriverOptions:
+    """The driver's settings: the blocked loop, or continuous batching on every local device
+    the batch can keep busy, with enough cases queued per lane (``CASES_PER_LANE``) for the
+    lanes to drain late, at most as many lanes as a block has cases (cache-sized on a CPU)
+    and at least ``MIN_LANES``: XLA vectorises a loop over fewer than about 8 cases
+    differently, which changes the last bits of a row (rows are bit-identical for every
+    lane count from 8 on, and for every device count)."""
+    if driver not in DRIVERS:
+        raise InputError("driver", f"unknown driver {driver!r}; choose one of {list(DRIVERS)}")
+    n_cases = community.n_cases
+    base = DriverOptions(options.max_iter, options.check_every, options.trace_every,
+                         block_size=default_block_size(community))
+    if driver == "blocked":
+        return base
+    most = base.block_size or max(1, GPU_TRADES_PER_DEVICE // community.n_max**2)
+    devices = min(jax.local_device_count(), max(1, n_cases // MIN_LANES))
+    per_device = -(-n_cases // devices)
+    lanes = min(per_device, most, max(MIN_LANES, -(-per_device // CASES_PER_LANE)))
+    return base._replace(lanes=lanes, devices=devices)
 
 
 class BatchResult(NamedTuple):
@@ -133,17 +165,29 @@ def iterations_to_gap(gaps, every: int, final_gap, iterations, threshold: float)
     return np.where(np.asarray(final_gap) <= threshold, first, np.nan)
 
 
-def solve_batch(community: Community, options: SolverOptions) -> BatchResult:
+def solve_batch(community: Community, options: SolverOptions,
+                driver: str = "continuous") -> BatchResult:
+    return tabulate(community, options, run_market(community, options, driver))
+
+
+def run_market(community: Community, options: SolverOptions,
+               driver: str = "continuous") -> DriverResult:
+    """The distributed algorithm alone on every case of the batch (the costly part)."""
     if options.algorithm not in ALGORITHMS:
         raise InputError("solver.algorithm", f"unknown algorithm {options.algorithm!r}; "
                                              f"choose one of {sorted(ALGORITHMS)}")
     method = ALGORITHMS[options.algorithm]
-    n_cases, dtype = community.n_cases, community.dtype
-    params = method.params(options, n_cases, dtype)
-    driver = DriverOptions(options.max_iter, options.check_every, options.trace_every,
-                           block_size=default_block_size(community))
-    result = iterate(method.algorithm(options), community, params, driver)
+    params = method.params(options, community.n_cases, community.dtype)
+    return iterate(method.algorithm(options), community, params,
+                   driver_options(community, options, driver))
 
+
+def tabulate(community: Community, options: SolverOptions, result: DriverResult) -> BatchResult:
+    """One row per case from the driver's result: metrics and exact references (float64).
+    Their last bits can depend on the batch size (XLA vectorises reductions by shape), so
+    the sweep tabulates every chunk at the chunk size, whatever the driver's queue."""
+    method = ALGORITHMS[options.algorithm]
+    n_cases = community.n_cases
     exact = astype(community, jnp.float64)
     pool = pool_dispatch(exact)
     floor = jnp.full(n_cases, options.eps_primal, jnp.float64)

@@ -29,6 +29,7 @@ import os
 import platform
 import shutil
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
@@ -40,9 +41,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 import jaxmarket
+from jaxmarket.community import Community, concatenate, take
 from jaxmarket.config import Cell, Study
 from jaxmarket.errors import InputError
-from jaxmarket.solve import solve_batch
+from jaxmarket.solve import DRIVERS, SolverOptions, driver_options, run_market, tabulate
 
 TIMING_COLUMNS = ("wall_time_s",)  # the only columns allowed to differ between two runs
 MANIFEST = "manifest.json"
@@ -93,6 +95,25 @@ def case_indices(chunk: Chunk, size: int) -> np.ndarray:
     return np.minimum(np.arange(chunk.start, chunk.start + size), chunk.stop - 1)
 
 
+def check_driver(driver: str) -> None:
+    if driver not in DRIVERS:
+        raise InputError("--driver", f"unknown driver {driver!r}; choose one of {list(DRIVERS)}")
+
+
+def use_cpu_devices(count: int) -> None:
+    """Split the CPU into ``count`` JAX devices (0: one per core) so that continuous batching
+    runs a set of lanes on every core; rows do not change. Only possible before JAX's first
+    computation and left alone when ``XLA_FLAGS`` already forces a device count."""
+    if count < 0:
+        raise InputError("--cpu-devices", f"must be >= 0, got {count}")
+    if "xla_force_host_platform_device_count" in os.environ.get("XLA_FLAGS", ""):
+        return
+    try:
+        jax.config.update("jax_num_cpu_devices", count or os.cpu_count() or 1)
+    except RuntimeError:  # JAX already computed something: keep the devices it started with
+        pass
+
+
 def environment() -> dict:
     devices = jax.devices()
     return {
@@ -104,7 +125,44 @@ def environment() -> dict:
 
 
 # ---------------------------------------------------------------------------------------
-# Computing one chunk (pure apart from the clock)
+# Computing a group of chunks (pure apart from the clock)
+
+
+@dataclass(frozen=True)
+class Group:
+    """Consecutive chunks solved as one queue (same agent count and solver options): the
+    lanes of the continuous driver drain only at the end of a group, not of every chunk."""
+    chunks: tuple[Chunk, ...]
+    slots: int  # chunks the compiled queue holds (the last group of a run may fill fewer)
+
+    @property
+    def cell(self) -> Cell:
+        return self.chunks[0].cell
+
+
+def queue_cases(n_agents: int) -> int:
+    """Cases a group may hold: about 2^20 trades on a CPU (some 100 MB of communities,
+    results and traces at N = 25, 1677 cases), 2^26 on an accelerator (16 queues of lanes)."""
+    trades = 2**20 if jax.default_backend() == "cpu" else 2**26
+    return max(1, trades // n_agents**2)
+
+
+def groups(study: Study, pending: tuple[Chunk, ...]) -> tuple[Group, ...]:
+    """Cut the pending chunks into groups of consecutive chunks sharing a compiled solver,
+    as even in size as the queue bound allows (few shapes, little padding)."""
+    runs: list[list[Chunk]] = []
+    for chunk in pending:
+        if runs and compile_key(runs[-1][0].cell) == compile_key(chunk.cell) \
+                and runs[-1][0].cell.solver == chunk.cell.solver:
+            runs[-1].append(chunk)
+        else:
+            runs.append([chunk])
+    result = []
+    for run_ in runs:
+        most = max(1, queue_cases(run_[0].cell.n_agents) // batch_size(study))
+        slots = -(-len(run_) // -(-len(run_) // most))
+        result += [Group(tuple(run_[i:i + slots]), slots) for i in range(0, len(run_), slots)]
+    return tuple(result)
 
 
 def compile_key(cell: Cell) -> tuple:
@@ -113,39 +171,80 @@ def compile_key(cell: Cell) -> tuple:
     return cell.n_agents, cell.solver._replace(rho=0.0, eps_primal=0.0, eps_dual=0.0)
 
 
-def solve_chunk(study: Study, chunk: Chunk, warm_up: bool) -> tuple[pa.Table, pa.Table | None]:
-    """Rows (and residual trace) of the chunk's real cases; padding rows are dropped.
+def group_communities(study: Study, group: Group) -> Community:
+    """The group's queue: every chunk padded to the batch size (``case_indices``), missing
+    slots filled with copies of the last case (their rows are dropped)."""
+    size = batch_size(study)
+    parts = [chunk.cell.communities(study.seed, case_indices(chunk, size), study.dtype)
+             for chunk in group.chunks]
+    missing = (group.slots - len(group.chunks)) * size
+    if missing:
+        parts.append(take(parts[-1], np.full(missing, size - 1)))
+    return concatenate(parts)
 
-    With ``warm_up`` the batch is solved once untimed first, so that ``wall_time_s`` never
-    includes compilation."""
-    cell, n = chunk.cell, chunk.n_cases
-    indices = case_indices(chunk, batch_size(study))
-    community = cell.communities(study.seed, indices, study.dtype)
-    if warm_up:
-        jax.block_until_ready(solve_batch(community, cell.solver))
+
+def warm_up(study: Study, community: Community, solver: SolverOptions, driver: str) -> None:
+    """Compile the driver for the queue and the tabulation for a chunk at the cost of one
+    iteration per case: infinite tolerances stop every case at its first check."""
+    inf = float("inf")
+    quick = solver._replace(eps_primal=inf, eps_dual=inf, eps_price=inf, eps_power=inf)
+    result = run_market(community, quick, driver)
+    first_chunk, first_result = _slot((community, result), 0, batch_size(study))
+    jax.block_until_ready(tabulate(first_chunk, quick, first_result))
+
+
+def _slot(tree, first: int, size: int):
+    """Cases ``first .. first + size`` of a batch pytree (the lane count is not per case)."""
+    def cut(v):
+        return v[first:first + size] if getattr(v, "ndim", 0) else v
+    return jax.tree_util.tree_map(cut, tree)
+
+
+@dataclass(frozen=True)
+class Solved:
+    chunk: Chunk
+    cases: pa.Table
+    trace: pa.Table | None
+
+
+def solve_group(study: Study, group: Group, community: Community, driver: str
+                ) -> tuple[list[Solved], dict]:
+    """Rows (and residual traces) of the group's real cases, chunk by chunk, and the lane
+    counts of the solve. ``wall_time_s`` is the group's solve time over its real cases."""
+    size, solver = batch_size(study), group.cell.solver
     start = time.perf_counter()
-    result = jax.block_until_ready(solve_batch(community, cell.solver))
+    market = run_market(community, solver, driver)
+    results = [tabulate(chunk_community, solver, chunk_market) for chunk_community, chunk_market in
+               (_slot((community, market), slot * size, size) for slot in range(len(group.chunks)))]
+    jax.block_until_ready(results)
     elapsed = time.perf_counter() - start
-
-    ids = {"study": study.name, "cell": cell.index, "case_index": indices[:n], "seed": study.seed,
-           "dtype": study.dtype, **cell.labels()}
-    columns = {key: np.full(n, value) for key, value in ids.items()}
-    for key, value in {**result.rows, **cell.grid_columns(result.trades)}.items():
-        value = np.asarray(value)[:n]
-        if key in columns and not np.array_equal(columns[key], value):  # e.g. n_agents
-            raise RuntimeError(f"metric {key!r} disagrees with the cell's {key!r}")
-        columns[key] = value
-    columns["wall_time_s"] = np.full(n, elapsed / n)
-    cases = pa.table(columns)
-
-    trace = None
-    if result.trace is not None:
-        position = np.asarray(result.trace["case"])
-        keep = position < n
-        head = {"study": study.name, "cell": cell.index, "case_index": indices[position[keep]]}
-        trace = pa.table({**{key: np.full(keep.sum(), v) for key, v in head.items()},
-                          **{key: np.asarray(v)[keep] for key, v in result.trace.items() if key != "case"}})
-    return cases, trace
+    n_real = sum(chunk.n_cases for chunk in group.chunks)
+    solved = []
+    for chunk, result in zip(group.chunks, results):
+        n = chunk.n_cases
+        indices = case_indices(chunk, size)
+        ids = {"study": study.name, "cell": chunk.cell.index, "case_index": indices[:n],
+               "seed": study.seed, "dtype": study.dtype, **chunk.cell.labels()}
+        columns = {key: np.full(n, value) for key, value in ids.items()}
+        for key, value in {**result.rows, **chunk.cell.grid_columns(result.trades)}.items():
+            value = np.asarray(value)[:n]
+            if key in columns and not np.array_equal(columns[key], value):  # e.g. n_agents
+                raise RuntimeError(f"metric {key!r} disagrees with the cell's {key!r}")
+            columns[key] = value
+        columns["wall_time_s"] = np.full(n, elapsed / n_real)
+        trace = None
+        if result.trace is not None:
+            position = np.asarray(result.trace["case"])
+            keep = position < n
+            head = {"study": study.name, "cell": chunk.cell.index,
+                    "case_index": indices[position[keep]]}
+            trace = pa.table({**{key: np.full(keep.sum(), v) for key, v in head.items()},
+                              **{key: np.asarray(v)[keep] for key, v in result.trace.items()
+                                 if key != "case"}})
+        solved.append(Solved(chunk, pa.table(columns), trace))
+    useful = sum(int(s.cases.column("iterations").to_numpy().sum()) for s in solved)
+    return solved, {"case_iterations": useful, "lane_iterations": int(market.lane_iterations),
+                    "solve_s": elapsed}
 
 
 # ---------------------------------------------------------------------------------------
@@ -226,9 +325,14 @@ def _check_environment(manifest: dict, out: Path) -> None:
                                      f"rows would mix; use --overwrite to start over")
 
 
-def run(plan: Plan) -> Iterator[Chunk]:
-    """Solve and write every pending chunk, yielding each one once it is on disk."""
+def run(plan: Plan, driver: str = "continuous") -> Iterator[Chunk]:
+    """Solve and write every pending chunk, yielding each one once it is on disk.
+
+    Groups are solved one after the other; the parts of a group are written by a second
+    thread while the next group is generated and solved, so file I/O overlaps compute and
+    at most two groups of rows are held in memory."""
     study, out = plan.study, plan.study.out
+    check_driver(driver)  # before anything is written
     if plan.overwrite:
         shutil.rmtree(out)
     (out / "cases").mkdir(parents=True, exist_ok=True)
@@ -241,23 +345,51 @@ def run(plan: Plan) -> Iterator[Chunk]:
         "n_cells": len(study.cells), "cases_per_cell": study.cases_per_cell,
         "n_chunks": len(plan.chunks), "timing_columns": list(TIMING_COLUMNS),
         "chunks": dict(plan.done), "complete": not plan.pending,
+        # How this run (the latest one, when resumed) used the device; not the study's identity.
+        "execution": {"driver": driver, "groups": [], "case_iterations": 0, "lane_iterations": 0,
+                      "lane_utilisation": None},
     }
     write_manifest(out, manifest)
     metadata = {"study": study.name, "config_hash": study.config_hash, "dtype": study.dtype,
                 "environment": env}
+
+    def write(solved: list[Solved], stats: dict) -> list[Chunk]:
+        execution = manifest["execution"]
+        execution["groups"].append(stats)
+        for key in ("case_iterations", "lane_iterations"):
+            execution[key] += stats[key]
+        execution["lane_utilisation"] = execution["case_iterations"] / max(1, execution["lane_iterations"])
+        for item in solved:
+            chunk = item.chunk
+            entry = {"cell": chunk.cell.index, "start": chunk.start, "rows": item.cases.num_rows,
+                     "cases": f"cases/{chunk.name}.parquet"}
+            part = {**metadata, "cell": chunk.cell.index, "cases": [chunk.start, chunk.stop]}
+            if item.trace is not None:
+                entry["traces"], entry["trace_rows"] = f"traces/{chunk.name}.parquet", item.trace.num_rows
+                (out / "traces").mkdir(exist_ok=True)
+                write_table(out / entry["traces"], item.trace, part)
+            write_table(out / entry["cases"], item.cases, part)
+            manifest["chunks"][chunk.name] = entry
+            manifest["complete"] = len(manifest["chunks"]) == len(plan.chunks)
+            write_manifest(out, manifest)
+        return [item.chunk for item in solved]
+
     compiled = set()
-    for chunk in plan.pending:
-        cases, trace = solve_chunk(study, chunk, warm_up=compile_key(chunk.cell) not in compiled)
-        compiled.add(compile_key(chunk.cell))
-        entry = {"cell": chunk.cell.index, "start": chunk.start, "rows": cases.num_rows,
-                 "cases": f"cases/{chunk.name}.parquet"}
-        part = {**metadata, "cell": chunk.cell.index, "cases": [chunk.start, chunk.stop]}
-        if trace is not None:
-            entry["traces"], entry["trace_rows"] = f"traces/{chunk.name}.parquet", trace.num_rows
-            (out / "traces").mkdir(exist_ok=True)
-            write_table(out / entry["traces"], trace, part)
-        write_table(out / entry["cases"], cases, part)
-        manifest["chunks"][chunk.name] = entry
-        manifest["complete"] = len(manifest["chunks"]) == len(plan.chunks)
-        write_manifest(out, manifest)
-        yield chunk
+    with ThreadPoolExecutor(max_workers=1) as writer:
+        writing = None
+        for group in groups(study, plan.pending):
+            community = group_communities(study, group)
+            key = (compile_key(group.cell), group.slots)
+            if key not in compiled:  # wall_time_s never includes compilation
+                warm_up(study, community, group.cell.solver, driver)
+                compiled.add(key)
+            solved, stats = solve_group(study, group, community, driver)
+            options = driver_options(community, group.cell.solver, driver)
+            stats = {"cell": group.cell.index, "chunks": len(group.chunks),
+                     "queue": community.n_cases, "lanes": options.lanes or options.block_size,
+                     "devices": options.devices if options.lanes else 1, **stats}
+            if writing is not None:
+                yield from writing.result()
+            writing = writer.submit(write, solved, stats)
+        if writing is not None:
+            yield from writing.result()

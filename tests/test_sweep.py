@@ -160,18 +160,48 @@ def test_output_directory_checks(tmp_path):
 
 
 def test_diverging_cases_stay_rows(tmp_path, monkeypatch):
-    real = sweep.solve_batch
+    real = sweep.tabulate
 
-    def diverging(community, options):
-        result = real(community, options)
+    def diverging(community, options, market):
+        result = real(community, options, market)
         rows = {key: np.array(value) for key, value in result.rows.items()}
         rows["objective"][0], rows["diverged"][0] = np.nan, True
         return result._replace(rows=rows)
 
-    monkeypatch.setattr(sweep, "solve_batch", diverging)
+    monkeypatch.setattr(sweep, "tabulate", diverging)
     study = tiny_study(tmp_path)
     run_study(study)
     rows = pd.read_parquet(study.out / "cases")
     assert len(rows) == 32
     first = rows[rows.case_index % 7 == 0]  # the first case of each chunk
     assert first.diverged.all() and first.objective.isna().all()
+
+
+def test_rows_do_not_depend_on_the_driver_or_the_queue(tmp_path, monkeypatch, baseline):
+    """The blocked driver, and queues of two chunks (the last one padded with a copy of its
+    last case), give the rows of the baseline (continuous, one queue per cell)."""
+    (tmp_path / "blocked").mkdir()
+    (tmp_path / "small").mkdir()
+    blocked = tiny_study(tmp_path / "blocked")
+    list(sweep.run(sweep.prepare(blocked), driver="blocked"))
+    assert_same_dataset(blocked.out, baseline)
+    manifest = json.loads((blocked.out / sweep.MANIFEST).read_text())["execution"]
+    assert manifest["driver"] == "blocked" and 0 < manifest["lane_utilisation"] <= 1
+
+    monkeypatch.setattr(sweep, "queue_cases", lambda n_agents: 14)
+    small = tiny_study(tmp_path / "small")
+    plan = sweep.prepare(small)
+    assert [len(g.chunks) for g in sweep.groups(small, plan.pending)] == [2, 1, 2, 1]
+    run_study(small)
+    assert_same_dataset(small.out, baseline)
+    execution = json.loads((small.out / sweep.MANIFEST).read_text())["execution"]
+    assert [g["queue"] for g in execution["groups"]] == [14] * 4
+    assert execution["case_iterations"] == pd.read_parquet(small.out / "cases").iterations.sum()
+    assert 0 < execution["lane_utilisation"] <= 1
+
+
+def test_unknown_driver_writes_nothing(tmp_path):
+    study = tiny_study(tmp_path)
+    with pytest.raises(InputError, match="^--driver: unknown driver 'fast'"):
+        list(sweep.run(sweep.prepare(study), driver="fast"))
+    assert not study.out.exists()
