@@ -33,6 +33,8 @@ import jax.numpy as jnp
 # Floor on the Newton curvature (scaled units): a variable strictly inside its box with
 # no cost curvature would otherwise get an unbounded weight as the gap closes.
 CURVATURE_FLOOR = 1e-10
+# Target of the fallback centring step, as a fraction of the mean complementarity.
+CENTRING = 0.3
 
 
 class QPSolution(NamedTuple):
@@ -135,7 +137,25 @@ def _solve_one(q, c, A, rhs, lo, hi, tol, max_iter, eta):
         corrected = direction(jnp.where(has_lo, target - affine.z * affine.w_lo, 0.0),
                               jnp.where(has_hi, target + affine.z * affine.w_hi, 0.0))
         alpha = jnp.minimum(1.0, eta * length(corrected))
-        return jax.tree_util.tree_map(lambda v, d: v + alpha * d, pt, corrected)
+        # Mehrotra's step can cycle on these problems (observed: a period-4 cycle with a
+        # constant gap); each iteration also tries a plain centring step and keeps the
+        # one that leaves the smaller complementarity.
+        centring = CENTRING * comp / pairs
+        centred = direction(jnp.where(has_lo, centring, 0.0), jnp.where(has_hi, centring, 0.0))
+        alpha_centred = jnp.minimum(1.0, eta * length(centred))
+
+        def moved(d, a):
+            return jax.tree_util.tree_map(lambda v, dv: v + a * dv, pt, d)
+
+        first, second = moved(corrected, alpha), moved(centred, alpha_centred)
+
+        def complementarity(p):
+            lo_s, hi_s = slacks(p.z)
+            return (jnp.sum(jnp.where(has_lo, lo_s * p.w_lo, 0.0))
+                    + jnp.sum(jnp.where(has_hi, hi_s * p.w_hi, 0.0)))
+
+        keep_first = complementarity(first) <= complementarity(second)
+        return jax.tree_util.tree_map(lambda u, v: jnp.where(keep_first, u, v), first, second)
 
     def keep_going(state):
         _, m, k, broken = state
