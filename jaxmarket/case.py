@@ -12,8 +12,15 @@
 (prosumers with everyone). An explicit ``edges`` list (undirected pairs) replaces
 ``graph``. A charge ``gamma_ij`` is what agent i pays per unit of ``p_ij`` and follows the
 SPEC section 1 sign convention: a seller's charge is >= 0, a buyer's <= 0. Network data
-(buses, branches, agent buses) are checked and kept in ``CaseFile.meta`` for network
-features. Any key outside this schema is an error, so a typo never goes unnoticed.
+(buses, branches, agent buses) are checked and kept in ``CaseFile.meta`` for
+``jaxmarket.network``: every bus reference must be a known bus, and a case with branches
+needs a reference bus, a bus for every agent, non-zero reactances and a connected grid.
+Any key outside this schema is an error, so a typo never goes unnoticed.
+
+``perturbed_costs`` turns one case into a Monte Carlo batch: case k multiplies every
+agent's ``a`` and ``b`` by independent factors ``1 + r * U(-1, 1)`` drawn from
+``(seed, k)`` alone (independent of batching); case 0 is the file's case itself, so every
+batch over a case file contains the published case.
 """
 
 from __future__ import annotations
@@ -23,8 +30,11 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
+import jax
 import jax.numpy as jnp
 import numpy as np
+from scipy.sparse import coo_array
+from scipy.sparse.csgraph import connected_components
 
 from jaxmarket.community import (Community, bipartite_graph, consumers, full_graph, make_community,
                                  producers)
@@ -99,6 +109,8 @@ def _check_agents(agents: list[dict]) -> dict[int, int]:
 def _check_buses(doc: dict) -> None:
     """Bus references of agents, branches and the reference bus point to known buses."""
     if "buses" not in doc:
+        if "branches" in doc:
+            raise InputError("buses", "missing: branches need the bus list")
         return
     buses: dict[int, int] = {}
     for k, bus in enumerate(doc["buses"]):
@@ -112,6 +124,32 @@ def _check_buses(doc: dict) -> None:
     for field, bus in refs:
         if bus is not None and bus not in buses:
             raise InputError(field, f"unknown bus {bus}")
+    if "branches" in doc:
+        _check_grid(doc, buses)
+
+
+def _check_grid(doc: dict, buses: dict[int, int]) -> None:
+    """What the DC network (``jaxmarket.network``) needs: a reference bus, a bus for every
+    agent, non-zero reactances and one connected grid of in-service branches."""
+    if "reference_bus" not in doc:
+        raise InputError("reference_bus", "missing: a case with branches needs the slack bus")
+    for n, agent in enumerate(doc["agents"]):
+        if "bus" not in agent:
+            raise InputError(f"agents[{n}].bus", "missing: a case with branches needs every agent's bus")
+    in_service = [(k, b) for k, b in enumerate(doc["branches"]) if b.get("status", 1)]
+    for k, branch in in_service:
+        if branch.get("x", 0.0) == 0:
+            raise InputError(f"branches[{k}].x", f"zero reactance on branch {branch['from_bus']}-"
+                                                 f"{branch['to_bus']}; the DC power flow needs x != 0")
+    ends = np.array([(buses[b["from_bus"]], buses[b["to_bus"]]) for _, b in in_service], int).reshape(-1, 2)
+    graph = coo_array((np.ones(len(ends)), (ends[:, 0], ends[:, 1])), shape=(len(buses),) * 2)
+    count, label = connected_components(graph, directed=False)
+    if count > 1:
+        ids = list(buses)
+        away = [ids[k] for k in np.flatnonzero(label != label[buses[doc["reference_bus"]]])]
+        raise InputError("branches", f"the grid is disconnected: bus(es) {', '.join(map(str, away[:5]))}"
+                                     f"{' ...' if len(away) > 5 else ''} cannot reach the reference bus "
+                                     f"{doc['reference_bus']} through in-service branches")
 
 
 def _agent_pair(item, field: str, position: dict[int, int], size: int) -> tuple:
@@ -196,6 +234,24 @@ def parse_case(doc, default_name: str) -> CaseFile:
     meta["agent_bus"] = [agent.get("bus") for agent in agents]
     meta["agent_kind"] = [agent.get("kind") for agent in agents]
     return CaseFile(community, ids, doc.get("name", default_name), meta)
+
+
+_COST_STREAM = 0x636F7374  # "cost": the perturbation's own sub-stream of (seed, k)
+
+
+def perturbed_costs(case: Community, seed: int, case_indices, relative: float) -> Community:
+    """One copy of the single-case community ``case`` per case index, costs perturbed."""
+    indices = jnp.asarray(case_indices)
+    root = jax.random.PRNGKey(seed)
+
+    def factors(index):
+        key = jax.random.fold_in(jax.random.fold_in(root, index), _COST_STREAM)
+        draw = jax.random.uniform(key, (2, case.n_max), jnp.float64, -1.0, 1.0)
+        return jnp.where(index == 0, 1.0, 1.0 + relative * draw)
+
+    scale = jax.vmap(factors)(indices).astype(case.dtype)
+    batch = jax.tree_util.tree_map(lambda v: jnp.repeat(v, len(indices), axis=0), case)
+    return batch._replace(a=batch.a * scale[:, 0], b=batch.b * scale[:, 1])
 
 
 def _unique_keys(pairs: list) -> dict:

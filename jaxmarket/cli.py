@@ -1,4 +1,4 @@
-"""Command line: ``jaxmarket sweep | solve | validate``.
+"""Command line: ``jaxmarket sweep | report | solve | validate``.
 
 User errors (``InputError``, missing files) print one line ``error: <field>: <problem>`` on
 stderr and exit with status 2, before anything is written.
@@ -21,8 +21,11 @@ from rich.text import Text
 
 from jaxmarket import sweep as runner
 from jaxmarket.case import load_case
+from jaxmarket.charges import POLICIES, apply_policy, grid_outcome, load_grid_case
 from jaxmarket.config import load_study, solver_options
 from jaxmarket.errors import InputError
+from jaxmarket.report import write_report
+from jaxmarket.schema import number, text
 from jaxmarket.solve import solve_batch
 
 # Plain click error output: a usage error stays a short, greppable message.
@@ -89,6 +92,15 @@ def sweep(
 
 
 @app.command()
+def report(out: Path = typer.Argument(..., metavar="OUT_DIR", help="A study's dataset directory.")):
+    """Write the figures (PNG, PDF) and tables (Markdown, CSV) of a study into OUT_DIR/report."""
+    with _user_errors():
+        written = write_report(out)
+    for path in written:
+        typer.echo(str(path))
+
+
+@app.command()
 def validate(
     file: Path = typer.Argument(..., metavar="FILE", help="Study file (TOML)."),
     set_: Optional[list[str]] = typer.Option(None, "--set", metavar="KEY=VALUE", help=SET_HELP),
@@ -118,6 +130,8 @@ def solve(
     rho: float = typer.Option(1.0, metavar="R", help="ADMM penalty."),
     tol: float = typer.Option(1e-4, metavar="T", help="Primal and dual tolerance (both eps)."),
     max_iter: int = typer.Option(10_000, metavar="K", help="Iteration limit."),
+    policy: str = typer.Option("none", metavar="POLICY", help=f"Network charges: {', '.join(POLICIES)}."),
+    fee: float = typer.Option(0.0, metavar="U", help="Unit network fee u (€/MWh per unit of distance)."),
     out: Optional[Path] = typer.Option(None, metavar="FILE.parquet",
                                        help="Write the case row here and the trades to FILE.trades.parquet."),
 ):
@@ -128,10 +142,15 @@ def solve(
                                   "eps_dual": tol, "max_iter": max_iter})
         if out is not None and out.suffix != ".parquet":
             raise InputError("--out", f"expected a .parquet file name, got {str(out)!r}")
+        text(policy, "--policy", choices=POLICIES)
+        number(fee, "--fee", ge=0)
+        grid = load_grid_case(case_file).grid if policy != "none" or "branches" in case.meta else None
+    community = case.community if grid is None else apply_policy(case.community, grid, policy, fee)
     start = time.perf_counter()
-    result = jax.block_until_ready(solve_batch(case.community, options))
+    result = jax.block_until_ready(solve_batch(community, options))
     elapsed = time.perf_counter() - start
-    row = {key: np.asarray(value)[0].item() for key, value in result.rows.items()}
+    columns = {**result.rows, **(grid_outcome(grid, result.trades) if grid is not None else {})}
+    row = {key: np.asarray(value)[0].item() for key, value in columns.items()}
     typer.echo(
         f"{case.name}: {row['iterations']} iterations, converged {row['converged']}\n"
         f"  price min/mean/max  {row['price_min']:.4f} / {row['mean_price']:.4f} / {row['price_max']:.4f}\n"
@@ -139,9 +158,15 @@ def solve(
         f"  objective           {row['objective']:.4f}\n"
         f"  reference objective {row['reference_objective']:.4f} (gap {row['optimality_gap']:.3e})\n"
         f"  wall time           {elapsed:.3f} s (including compilation)")
+    if grid is not None:
+        typer.echo(f"  network             {policy} at u = {fee:g}: charges collected "
+                   f"{row['charges_collected']:.2f}, inter-zone traded {row['inter_zone_traded']:.2f}, "
+                   f"max line loading {row['max_loading']:.1%} ({row['most_loaded_line']}), "
+                   f"{row['overloaded_lines']} overloaded")
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
-        labels = {"case": case.name, "file": str(case_file), **options._asdict()}
+        labels = {"case": case.name, "file": str(case_file), "policy": policy, "fee": fee,
+                  **options._asdict()}
         table = pa.table({**{k: [v] for k, v in labels.items()}, **{k: [v] for k, v in row.items()},
                           "wall_time_s": [elapsed]})
         runner.write_table(out, table, {"case": case.name})

@@ -5,16 +5,27 @@
              dtype ("float64" | "float32"), cases_per_cell (100)
 [community]  n_agents (25) and every GeneratorParams field (ranges are [low, high])
 [graph]      layout ("full" | "bipartite"), sparsity (0.0, in [0, 1))
+[network]    case (none: generated communities), policy ("none" | "unique" |
+             "distance_ptd" | "distance_thevenin" | "zonal"), fee (0.0, u in €/MWh),
+             cost_perturbation (0.0, relative, in [0, 1))
 [solver]     algorithm ("admm" | "rci" | "pcmbed" | "ced" | "ced_mean"), rho (1.0),
              eps_primal (1e-4), eps_dual (1e-4), max_iter (10000), check_every (1),
              trace_every (0 = no trace); RCI/PCMBED: eps_price, eps_power (1e-4) and the
              sequences alpha, beta, eta, delta as [c, p] in c / k^p (thesis defaults)
 ```
 
-Any key of ``[community]``, ``[graph]`` and ``[solver]`` may be given as a list of values
+With ``network.case`` (a JSON case file with a grid, path relative to the working
+directory) the cells solve that case instead of generated communities: case k is the
+file's case with costs perturbed from ``(seed, k)`` (``case.perturbed_costs``; case 0 is
+the file itself) and the policy's network charges at fee u (``jaxmarket.charges``); such a
+study has no ``[community]`` or ``[graph]`` section, and its rows carry the grid columns
+(line loadings, inter-zone volume). Without ``network.case`` the ``[network]`` section is
+left out of the resolved config, so generator studies keep their cells and config hash.
+
+Any key of ``[community]``, ``[graph]``, ``[network]`` and ``[solver]`` may be given as a list of values
 (for a range key: a list of ranges) to sweep it. The cells are the Cartesian product of
 the swept lists, ordered like nested loops: keys in the order of the schema above
-(community, graph, solver; within a section as listed, generator fields in
+(community, graph, network, solver; within a section as listed, generator fields in
 GeneratorParams order), the last swept key varying fastest, values in the order given.
 Cell c is the c-th element of that product.
 
@@ -39,7 +50,9 @@ from typing import Any, Iterable
 import jax
 import jax.numpy as jnp
 
-from jaxmarket.community import Community
+from jaxmarket.case import perturbed_costs
+from jaxmarket.charges import POLICIES, GridCase, apply_policy, grid_outcome, load_grid_case
+from jaxmarket.community import Community, astype
 from jaxmarket.errors import InputError
 from jaxmarket.generator import LAYOUTS, GeneratorParams, generate
 from jaxmarket.schema import child, integer, number, record, show, text
@@ -94,6 +107,12 @@ SCHEMA: dict[str, dict[str, tuple[Any, Any]]] = {
         "layout": ("full", partial(text, choices=LAYOUTS)),
         "sparsity": (0.0, partial(number, ge=0, lt=1)),
     },
+    "network": {
+        "case": (None, text),
+        "policy": ("none", partial(text, choices=POLICIES)),
+        "fee": (0.0, partial(number, ge=0)),
+        "cost_perturbation": (0.0, partial(number, ge=0, lt=1)),
+    },
     "solver": {
         "algorithm": ("admm", partial(text, choices=tuple(ALGORITHMS))),
         "rho": (1.0, partial(number, gt=0)),
@@ -111,7 +130,7 @@ SCHEMA: dict[str, dict[str, tuple[Any, Any]]] = {
 # Keys whose value is a pair: a list of numbers is that pair, a list of lists a sweep.
 RANGES = tuple(key for table in SCHEMA.values() for key, (default, _) in table.items()
                if isinstance(default, tuple))
-SWEPT_SECTIONS = ("community", "graph", "solver")
+SWEPT_SECTIONS = ("community", "graph", "network", "solver")
 
 
 @dataclass(frozen=True)
@@ -120,6 +139,7 @@ class Cell:
 
     index: int
     values: dict[str, Any]  # "section.key" -> value (ranges as tuples)
+    grid_case: GridCase | None = dataclasses.field(default=None, compare=False, repr=False)
 
     def section(self, name: str) -> dict[str, Any]:
         prefix = name + "."
@@ -127,6 +147,8 @@ class Cell:
 
     @property
     def n_agents(self) -> int:
+        if self.grid_case is not None:
+            return self.grid_case.case.community.n_max
         return self.values["community.n_agents"]
 
     @property
@@ -150,8 +172,18 @@ class Cell:
     def communities(self, seed: int, case_indices, dtype: str) -> Community:
         """The cell's cases ``case_indices`` as one batch: the only place a sweep builds
         communities, so every runner solves the same cases."""
+        if self.grid_case is not None:
+            network = self.section("network")
+            community = perturbed_costs(self.grid_case.case.community, seed, case_indices,
+                                        network["cost_perturbation"])
+            community = apply_policy(community, self.grid_case.grid, network["policy"], network["fee"])
+            return astype(community, jnp.dtype(dtype))
         return generate(seed, case_indices, self.n_agents, self.generator, self.layout,
                         self.sparsity, dtype=jnp.dtype(dtype))
+
+    def grid_columns(self, trades) -> dict[str, Any]:
+        """Grid outcome columns of the cleared trades (none without a network case)."""
+        return {} if self.grid_case is None else grid_outcome(self.grid_case.grid, trades)
 
     def labels(self) -> dict[str, Any]:
         """The cell's parameters as flat scalar columns (a range r as r_lo, r_hi)."""
@@ -233,7 +265,8 @@ def _json_ready(value):
 
 
 def resolve(raw: dict, default_name: str, overrides: Iterable[tuple[str, Any]] = ()) -> Study:
-    """Validate a decoded study (plus overrides) and expand its cells (pure, no I/O)."""
+    """Validate a decoded study (plus overrides) and expand its cells; the only I/O is
+    reading the case files a ``[network]`` section names."""
     merged = _apply(raw, overrides)
     record(merged, "", {section: lambda value, field: value for section in SCHEMA}, what="a table")
     checked = {}
@@ -244,11 +277,15 @@ def resolve(raw: dict, default_name: str, overrides: Iterable[tuple[str, Any]] =
     run = checked["run"]
     run["name"] = run["name"] or _name(default_name, "run.name")
     run["out"] = run["out"] or f"outputs/{run['name']}"
+    grid_cases = _grid_cases(checked, merged)
 
-    values = {f"{s}.{k}": v for s in SWEPT_SECTIONS for k, v in checked[s].items()}
+    values = {f"{s}.{k}": v for s in SWEPT_SECTIONS if s in checked for k, v in checked[s].items()}
     swept = tuple(key for key, v in values.items() if isinstance(v, list))
-    cells = tuple(Cell(c, {**values, **dict(zip(swept, point))})
-                  for c, point in enumerate(itertools.product(*(values[key] for key in swept))))
+    cells = []
+    for c, point in enumerate(itertools.product(*(values[key] for key in swept))):
+        cell_values = {**values, **dict(zip(swept, point))}
+        cells.append(Cell(c, cell_values, grid_cases.get(cell_values.get("network.case"))))
+    cells = tuple(cells)
     for cell in cells:
         _check_cell(cell)
     _check_communities(cells, run["seed"], run["dtype"])
@@ -261,9 +298,28 @@ def resolve(raw: dict, default_name: str, overrides: Iterable[tuple[str, Any]] =
         config=config, config_hash=config_hash(config))
 
 
+def _grid_cases(checked: dict, merged: dict) -> dict[str, GridCase]:
+    """Either generated communities (the ``[network]`` section is dropped) or case files
+    with a grid (``[community]`` and ``[graph]`` are dropped); loads each case file once."""
+    paths = checked["network"]["case"]
+    if paths is None:
+        given = sorted(merged.get("network", {}))
+        if given:
+            raise InputError(f"network.{given[0]}", "needs network.case (a JSON case file with a grid)")
+        del checked["network"]
+        return {}
+    for section in ("community", "graph"):
+        if merged.get(section):
+            raise InputError(section, "a study over network.case takes its agents and graph from the "
+                                      "case file; remove this section")
+        del checked[section]
+    return {path: load_grid_case(path) for path in (paths if isinstance(paths, list) else [paths])}
+
+
 def _check_cell(cell: Cell) -> None:
     """Checks that involve several keys, on every combination the sweep produces."""
-    cell.generator.validate()
+    if cell.grid_case is None:
+        cell.generator.validate()
     solver = cell.solver
     if solver.trace_every % solver.check_every:
         raise InputError("solver.trace_every", f"must be a multiple of solver.check_every "
@@ -273,7 +329,7 @@ def _check_cell(cell: Cell) -> None:
 def _check_communities(cells: tuple[Cell, ...], seed: int, dtype: str) -> None:
     """Let the generator check each distinct community setting (e.g. max_share against
     n_agents) by tracing it abstractly: nothing is computed or compiled."""
-    settings = {(c.n_agents, c.generator, c.layout, c.sparsity): c for c in cells}
+    settings = {(c.n_agents, c.generator, c.layout, c.sparsity): c for c in cells if c.grid_case is None}
     for cell in settings.values():
         jax.eval_shape(lambda: cell.communities(seed, [0], dtype))
 

@@ -130,7 +130,7 @@ def solve_chunk(study: Study, chunk: Chunk, warm_up: bool) -> tuple[pa.Table, pa
     ids = {"study": study.name, "cell": cell.index, "case_index": indices[:n], "seed": study.seed,
            "dtype": study.dtype, **cell.labels()}
     columns = {key: np.full(n, value) for key, value in ids.items()}
-    for key, value in result.rows.items():
+    for key, value in {**result.rows, **cell.grid_columns(result.trades)}.items():
         value = np.asarray(value)[:n]
         if key in columns and not np.array_equal(columns[key], value):  # e.g. n_agents
             raise RuntimeError(f"metric {key!r} disagrees with the cell's {key!r}")

@@ -1,0 +1,108 @@
+"""Exogenous network charges (SPEC section 7, B19): a policy and a unit fee u give every
+trade its charge gamma_nm, and the cleared trades give the grid's outcome columns.
+
+Policies, each side of a trade paying half (SPEC section 1 signs: ``+u w_nm / 2`` on the
+seller side, ``-u w_nm / 2`` on the buyer side, so ``gamma_nm p_nm >= 0``):
+
+=====================  ==============================================================
+``none``               ``w = 0`` (free market; the fee is ignored)
+``unique``             ``w = 1``
+``distance_ptd``       ``w`` = power-transfer distance of the agents' buses
+``distance_thevenin``  ``w`` = Thevenin (shortest-path) distance of the agents' buses
+``zonal``              ``w`` = zones crossed on the Thevenin shortest path (1 inside a zone)
+=====================  ==============================================================
+
+u is in €/MWh per unit of ``w``. The seller side of a pair is decided as in the generator
+(``generator.seller_side``: producer before prosumer before consumer, then the lower
+``b``): on New England's producer-consumer graph the producer sells.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import jax.numpy as jnp
+import numpy as np
+
+from jaxmarket.case import CaseFile, load_case
+from jaxmarket.community import Community
+from jaxmarket.errors import InputError
+from jaxmarket.generator import CONSUMER, PRODUCER, PROSUMER, seller_side
+from jaxmarket.network import (Network, line_flows, load_network, loadings,
+                               power_transfer_distance, thevenin_paths, zones_crossed)
+
+POLICIES = ("none", "unique", "distance_ptd", "distance_thevenin", "zonal")
+
+
+@dataclass(frozen=True)
+class Grid:
+    """A network with the per-agent-pair weights of every policy (computed once)."""
+
+    network: Network
+    weight: dict  # policy -> (N, N) agent-pair weight w_nm
+    inter_zone: np.ndarray  # (N, N) bool: the agents' buses lie in different zones
+
+
+@dataclass(frozen=True)
+class GridCase:
+    """A case file with a grid: the market case and its network weights."""
+
+    case: CaseFile
+    grid: Grid
+
+
+def load_grid_case(path) -> GridCase:
+    """Read a case file that has a grid (``buses`` and ``branches``)."""
+    case = load_case(path)
+    if "branches" not in case.meta:
+        raise InputError(str(path), "has no grid: network charges need buses and branches")
+    return GridCase(case, make_grid(load_network(case.meta, case.meta["agent_bus"])))
+
+
+def make_grid(network: Network) -> Grid:
+    distance, predecessors = thevenin_paths(network)
+    n_agents = len(network.agent_bus)
+    weight = {
+        "none": np.zeros((n_agents, n_agents)),
+        "unique": np.ones((n_agents, n_agents)),
+        "distance_ptd": network.agents(power_transfer_distance(network)),
+        "distance_thevenin": network.agents(distance),
+        "zonal": network.agents(zones_crossed(network, predecessors)).astype(float),
+    }
+    zone = network.zone[network.agent_bus]
+    return Grid(network, weight, zone[:, None] != zone[None, :])
+
+
+def roles(community: Community):
+    """Role codes of the generator (producer, prosumer, consumer) from the bounds."""
+    return jnp.where(community.p_min >= 0, PRODUCER, jnp.where(community.p_max <= 0, CONSUMER, PROSUMER))
+
+
+def charge_matrix(community: Community, weight, fee):
+    """(B, N, N) gamma_nm = +-fee * w_nm / 2 on the graph; ``fee`` is a scalar or (B,)."""
+    half = jnp.where(seller_side(roles(community), community.b), 0.5, -0.5)
+    fee = jnp.reshape(jnp.asarray(fee, community.dtype), (-1, 1, 1))
+    gamma = fee * half * jnp.asarray(weight, community.dtype)
+    return jnp.where(community.edges, gamma, 0.0).astype(community.dtype)
+
+
+def apply_policy(community: Community, grid: Grid, policy: str, fee) -> Community:
+    return community._replace(charge=charge_matrix(community, grid.weight[policy], fee))
+
+
+def grid_outcome(grid: Grid, trades) -> dict[str, np.ndarray]:
+    """Grid columns of every case from the cleared trades ``(B, N, N)``: DC line loadings
+    (mean and max over lines, overloaded lines, flow of the most loaded line), and the
+    volume traded between zones (``sum |p_nm| / 2`` over inter-zone pairs, MW)."""
+    trades = jnp.asarray(trades, jnp.float64)
+    loading = loadings(grid.network, line_flows(grid.network, trades))
+    inter = jnp.where(grid.inter_zone, jnp.abs(trades), 0.0).sum((-1, -2)) / 2
+    names = np.array(grid.network.line_names())
+    most = np.asarray(loading.argmax(-1))
+    return {
+        "mean_loading": np.asarray(loading.mean(-1)),
+        "max_loading": np.asarray(loading.max(-1)),
+        "most_loaded_line": names[most],
+        "overloaded_lines": np.asarray((loading > 1).sum(-1)),
+        "inter_zone_traded": np.asarray(inter),
+    }
