@@ -42,6 +42,7 @@ import pyarrow.parquet as pq
 import jaxmarket
 from jaxmarket.config import Cell, Study
 from jaxmarket.errors import InputError
+from jaxmarket.reserve_study import solve_reserve_batch
 from jaxmarket.solve import solve_batch
 
 TIMING_COLUMNS = ("wall_time_s",)  # the only columns allowed to differ between two runs
@@ -110,7 +111,8 @@ def environment() -> dict:
 def compile_key(cell: Cell) -> tuple:
     """What makes the solver compile anew within a study (fixed batch size and dtype); rho
     and the tolerances are traced values."""
-    return cell.n_agents, cell.solver._replace(rho=0.0, eps_primal=0.0, eps_dual=0.0)
+    reserve = cell.reserve and cell.reserve.allocation  # a static argument of the allocation
+    return cell.n_agents, cell.solver._replace(rho=0.0, eps_primal=0.0, eps_dual=0.0), reserve
 
 
 def solve_chunk(study: Study, chunk: Chunk, warm_up: bool) -> tuple[pa.Table, pa.Table | None]:
@@ -121,10 +123,16 @@ def solve_chunk(study: Study, chunk: Chunk, warm_up: bool) -> tuple[pa.Table, pa
     cell, n = chunk.cell, chunk.n_cases
     indices = case_indices(chunk, batch_size(study))
     community = cell.communities(study.seed, indices, study.dtype)
+
+    def solve():
+        if cell.reserve is not None:
+            return solve_reserve_batch(community, cell.reserve, study.seed, indices, cell.solver)
+        return solve_batch(community, cell.solver)
+
     if warm_up:
-        jax.block_until_ready(solve_batch(community, cell.solver))
+        jax.block_until_ready(solve())
     start = time.perf_counter()
-    result = jax.block_until_ready(solve_batch(community, cell.solver))
+    result = jax.block_until_ready(solve())
     elapsed = time.perf_counter() - start
 
     ids = {"study": study.name, "cell": cell.index, "case_index": indices[:n], "seed": study.seed,

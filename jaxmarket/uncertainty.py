@@ -39,6 +39,7 @@ Monte Carlo coverage
 
 from __future__ import annotations
 
+from functools import partial
 from typing import NamedTuple
 
 import jax
@@ -48,7 +49,7 @@ from jax.scipy.special import betainc, ndtr, ndtri
 ALLOCATIONS = ("rel_mu", "rel_sigma", "rel_1", "abs_sigma")
 DISTRIBUTIONS = ("gaussian", "beta")
 SPLIT = 0.5  # beta of the split tails
-SUM_SAMPLES = 1 << 16
+SUM_SAMPLES = 1 << 13  # Beta sampling is slow on a CPU (two gamma draws each)
 COVERAGE_SAMPLES = 1 << 12
 # fold_in tags of the case key (the generator uses small integers; these stay clear).
 SUM_STREAM = 0x5E5E01
@@ -100,6 +101,7 @@ def quantile(f: Forecast, u):
     return jnp.where(f.sd > 0, value, f.mean)
 
 
+@jax.jit
 def requirement_quantiles(f: Forecast, delta_n, split=SPLIT):
     """(q_low, q_high): the split-tail deterministic equivalents of confidence ``delta_n``."""
     return (quantile(f, split * (1 - delta_n)),
@@ -132,6 +134,7 @@ def sum_moments(f: Forecast, uncertain):
     return mean, sd
 
 
+@partial(jax.jit, static_argnames="n_samples")
 def sum_quantile(f: Forecast, uncertain, levels, case_keys, n_samples: int = SUM_SAMPLES):
     """(B, K) F_nc^-1 at the per-case levels ``levels`` (B, K): exact for all-Gaussian
     cases, empirical (linear interpolation between order statistics of ``n_samples``
@@ -159,6 +162,7 @@ def global_levels(delta, split=SPLIT):
     return jnp.stack([split * (1 - delta), 1 - (1 - split) * (1 - delta)], -1)
 
 
+@partial(jax.jit, static_argnames=("allocation", "split"))
 def allocate(allocation: str, delta, f: Forecast, uncertain, case_keys, split=SPLIT):
     """(B, N) local confidence levels delta_n (0 on certain agents); ``delta`` is (B,)."""
     delta = jnp.broadcast_to(jnp.asarray(delta, f.mean.dtype), f.mean.shape[:1])
@@ -187,6 +191,7 @@ class Coverage(NamedTuple):
     global_: jax.Array  # (B,) fraction where the aggregate constraint holds
 
 
+@partial(jax.jit, static_argnames="n_samples")
 def coverage(f: Forecast, uncertain, power, up_total, down_total, global_up, global_down,
              case_keys, n_samples: int = COVERAGE_SAMPLES) -> Coverage:
     """Empirical probabilities of ``-r-tot_n <= p_n - p~_n <= r+tot_n`` (per uncertain agent)
