@@ -114,9 +114,10 @@ def coverage_figure(table: pd.DataFrame) -> Figure:
 def reserves_figure(table: pd.DataFrame) -> Figure:
     kinds = _distributions(table)
     deltas = np.sort(table["confidence"].unique())
-    fig = Figure(figsize=(6.0, 2.2 * len(kinds)))
+    fig = Figure(figsize=(7.0, 2.4 * len(kinds)), layout="constrained")
     axes = fig.subplots(len(kinds), 1, squeeze=False)[:, 0]
-    names = [n for n in RESERVES if table[f"{n}_mean"].abs().max() > 0]
+    largest = max(table[f"{n}_mean"].abs().max() for n in RESERVES)
+    names = [n for n in RESERVES if table[f"{n}_mean"].abs().max() > 1e-3 * largest]
     for ax, kind in zip(axes, kinds):
         part = _rows(table, kind)
         allocations = _allocations(part)
@@ -133,7 +134,7 @@ def reserves_figure(table: pd.DataFrame) -> Figure:
         ax.set_xticks(positions, labels, fontsize=5)
         ax.set_ylabel("mean reserve per case (MW)")
         ax.set_title(f"{kind} forecasts" if kind else "")
-    axes[0].legend(ncols=2, fontsize=6)
+    fig.legend(*axes[0].get_legend_handles_labels(), loc="outside right upper", fontsize=6)
     return fig
 
 
