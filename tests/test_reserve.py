@@ -106,3 +106,33 @@ def test_admm_solution_is_feasible_and_padding_is_inert():
     c = small.community
     assert np.all(p + np.asarray(state.up[0]) <= np.asarray(c.p_max[0]) + tol)
     assert np.all(p - np.asarray(state.down[0]) >= np.asarray(c.p_min[0]) - tol)
+
+
+def test_small_qp_matches_clarabel():
+    """The interior point on random QPs with zero-curvature variables, one-sided, free and
+    fixed bounds."""
+    import cvxpy as cp
+
+    from tests.oracle import TIGHT
+
+    rng = np.random.default_rng(0)
+    for _ in range(10):
+        n, m = 12, 4
+        q = rng.uniform(0, 2, n)
+        q[:3] = 0.0
+        c = rng.normal(size=n) * 10
+        A = rng.normal(size=(m, n))
+        z0 = rng.uniform(-1, 1, n)
+        lo, hi = np.full(n, -3.0), np.full(n, 3.0)
+        lo[5], hi[6] = -np.inf, np.inf
+        lo[7] = hi[7] = z0[7] = 0.5
+        rhs = A @ z0
+        got = solve_qp(*(jnp.asarray(v)[None] for v in (q, c, A, rhs, lo, hi)))
+        z = cp.Variable(n)
+        finite_lo, finite_hi = np.isfinite(lo), np.isfinite(hi)
+        problem = cp.Problem(cp.Minimize(0.5 * q @ cp.square(z) + c @ z),
+                             [A @ z == rhs, z[finite_lo] >= lo[finite_lo], z[finite_hi] <= hi[finite_hi]])
+        problem.solve(solver=cp.CLARABEL, **TIGHT)
+        assert bool(got.converged[0])
+        assert abs(float(got.objective[0]) - problem.value) <= 1e-9 * max(1.0, abs(problem.value))
+        np.testing.assert_allclose(np.asarray(got.z[0]) @ A.T, rhs, atol=1e-9)
