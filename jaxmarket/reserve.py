@@ -46,10 +46,6 @@ from jaxmarket.community import Community
 from jaxmarket.driver import Algorithm
 from jaxmarket.smallqp import solve_qp
 
-# Rows of an agent's local problem (slack w_k >= 0 on every inequality row k >= 1).
-_BALANCE, _UPPER, _LOWER, _UP_TOTAL, _UP_NEED, _DOWN_TOTAL, _DOWN_NEED = range(7)
-_N_ROWS = 7
-
 
 class ReserveMarket(NamedTuple):
     community: Community  # energy data, graph, charges, energy trade boxes
