@@ -3,7 +3,7 @@ the cost gap to the joint chance-constrained market, the empirical global and lo
 coverage next to the target, and the reserves procured per agent type.
 
 Figures: ``uncertainty_cost_gap`` (median cost gap vs delta, one line per allocation,
-10-90 % band), ``uncertainty_coverage`` (median global coverage and mean of the
+10-90 % band; Abs-sigma dashed, as it coincides with Rel-1 for Gaussian forecasts), ``uncertainty_coverage`` (median global coverage and mean of the
 minimum local coverage vs delta, with the target delta as a dashed diagonal),
 ``uncertainty_reserves`` (mean reserves per agent type and allocation at each delta);
 one panel row per forecast distribution. Table ``uncertainty`` holds the numbers.
@@ -75,8 +75,11 @@ def cost_gap_figure(table: pd.DataFrame) -> Figure:
         for allocation in _allocations(part):
             rows = part[part["allocation"] == allocation].sort_values("confidence")
             x = rows["confidence"]
-            ax.plot(x, 100 * rows["cost_gap_median"], marker="o", ms=3, label=LABELS[allocation])
-            ax.fill_between(x, 100 * rows["cost_gap_p10"], 100 * rows["cost_gap_p90"], alpha=0.15)
+            # Abs-sigma dashed: with Gaussian forecasts it lies exactly on Rel-1.
+            line, = ax.plot(x, 100 * rows["cost_gap_median"], marker="o", ms=3,
+                            ls="--" if allocation == "abs_sigma" else "-", label=LABELS[allocation])
+            ax.fill_between(x, 100 * rows["cost_gap_p10"], 100 * rows["cost_gap_p90"],
+                            color=line.get_color(), alpha=0.12, lw=0)
         ax.axhline(0, color="0.4", lw=0.6)
         ax.set_ylabel("cost gap to joint (%)")
         ax.set_title(f"{kind} forecasts" if kind else "")
@@ -96,7 +99,8 @@ def coverage_figure(table: pd.DataFrame) -> Figure:
             for allocation in _allocations(part):
                 rows = part[part["allocation"] == allocation].sort_values("confidence")
                 y = rows["coverage_global_median"] if column == 0 else rows["coverage_local_min_mean"]
-                ax.plot(rows["confidence"], y, marker="o", ms=3, label=LABELS[allocation])
+                ax.plot(rows["confidence"], y, marker="o", ms=3, label=LABELS[allocation],
+                        ls="--" if allocation == "abs_sigma" else "-")
             if column == 0:
                 joint = part.groupby("confidence")["joint_coverage_global_median"].median()
                 ax.plot(joint.index, joint.to_numpy(), color="k", marker="x", ms=3, lw=0.8,
