@@ -17,6 +17,14 @@ SPEC section 1 sign convention: a seller's charge is >= 0, a buyer's <= 0. Netwo
 needs a reference bus, a bus for every agent, non-zero reactances and a connected grid.
 Any key outside this schema is an error, so a typo never goes unnoticed.
 
+Energy and reserve market (optional, ``jaxmarket.reserve_study.case_market``): an agent may
+carry ``"uncertain": true`` with a ``"forecast": {"mean", "sd", "distribution"
+("gaussian" | "beta"), "low", "high"}`` (required when uncertain; sd >= 0; a beta forecast
+needs its support), reserve limits ``r_up_max``, ``r_down_max`` (default 0) and reserve
+costs ``reserve_a_up/down`` (default the agent's ``a``), ``reserve_b_up/down`` (default 0);
+a top-level ``"reserve": {"delta": 0.95, "allocation": "rel_1"}`` gives the global
+confidence level in (0, 1) and its allocation. These are kept in ``CaseFile.meta``.
+
 ``perturbed_costs`` turns one case into a Monte Carlo batch: case k multiplies every
 agent's ``a`` and ``b`` by independent factors ``1 + r * U(-1, 1)`` drawn from
 ``(seed, k)`` alone (independent of batching); case 0 is the file's case itself, so every
@@ -51,10 +59,33 @@ KINDS = {
     "manager": (lambda lo, hi: lo == hi == 0, "p_min = p_max = 0"),
 }
 
+# Energy and reserve market (jaxmarket.reserve): an uncertain agent's forecast of its
+# injection (mean, sd >= 0; a "beta" forecast is a scaled Beta on [low, high]).
+FORECAST = {"mean": number, "sd": partial(number, ge=0),
+            "distribution": partial(text, choices=("gaussian", "beta")),
+            "low": number, "high": number}
+
+
+def _forecast(value, field):
+    return record(value, field, FORECAST, ("mean", "sd"))
+
+
+def _flag(value, field):
+    if not isinstance(value, bool):
+        raise InputError(field, f"expected true or false, got {show(value)}")
+    return value
+
+
 AGENT = {
     "id": integer, "a": partial(number, ge=0), "b": number, "p_min": number, "p_max": number,
     "x": number, "y": number, "bus": integer, "kind": partial(text, choices=tuple(KINDS)),
+    "uncertain": _flag, "forecast": _forecast, "r_up_max": partial(number, ge=0),
+    "r_down_max": partial(number, ge=0), "reserve_a_up": partial(number, ge=0),
+    "reserve_b_up": number, "reserve_a_down": partial(number, ge=0), "reserve_b_down": number,
 }
+# Global confidence level of the reserve market and its allocation (Table 5.1).
+RESERVE = {"delta": partial(number, gt=0, lt=1),
+           "allocation": partial(text, choices=("rel_mu", "rel_sigma", "rel_1", "abs_sigma"))}
 BUS = {
     "id": integer, "type": integer, "zone": integer, "base_kv": number, "qd": number,
     "gs": number, "bs": number,
@@ -77,6 +108,7 @@ CASE = {
     "agents": _records(AGENT, ("id", "a", "b", "p_min", "p_max")),
     "buses": _records(BUS, ("id",)), "branches": _records(BRANCH, ("from_bus", "to_bus")),
     "edges": array, "charges": array,
+    "reserve": lambda value, field: record(value, field, RESERVE, ("delta",)),
 }
 
 
@@ -99,6 +131,15 @@ def _check_agents(agents: list[dict]) -> dict[int, int]:
         lo, hi = agent["p_min"], agent["p_max"]
         if lo > hi:
             raise InputError(field, f"p_min ({lo}) > p_max ({hi})")
+        if agent.get("uncertain") and "forecast" not in agent:
+            raise InputError(f"{field}.forecast", "an uncertain agent needs a forecast (mean, sd)")
+        forecast = agent.get("forecast")
+        if forecast and forecast.get("distribution") == "beta":
+            low, high = forecast.get("low"), forecast.get("high")
+            if low is None or high is None or not (
+                    forecast["sd"] ** 2 < (forecast["mean"] - low) * (high - forecast["mean"])):
+                raise InputError(f"{field}.forecast", "a beta forecast needs low < mean < high "
+                                                      "and sd^2 < (mean - low)(high - mean)")
         if "kind" in agent:
             holds, rule = KINDS[agent["kind"]]
             if not holds(lo, hi):
@@ -233,6 +274,9 @@ def parse_case(doc, default_name: str) -> CaseFile:
     meta = {key: value for key, value in doc.items() if key not in ("name", "agents", "edges", "charges")}
     meta["agent_bus"] = [agent.get("bus") for agent in agents]
     meta["agent_kind"] = [agent.get("kind") for agent in agents]
+    meta["agent_reserve"] = [{key: agent[key] for key in AGENT if key in agent and key not in
+                              ("id", "a", "b", "p_min", "p_max", "x", "y", "bus", "kind")}
+                             for agent in agents]
     return CaseFile(community, ids, doc.get("name", default_name), meta)
 
 

@@ -9,6 +9,12 @@
 [network]    case (none: generated communities), policy ("none" | "unique" |
              "distance_ptd" | "distance_thevenin" | "zonal"), fee (0.0, u in €/MWh),
              cost_perturbation (0.0, relative, in [0, 1))
+[reserve]    allocation ("rel_1" | "rel_mu" | "rel_sigma" | "abs_sigma"), confidence (delta:
+             0.95, in (0, 1)),
+             uncertain_fraction (0.2), distribution ("gaussian" | "beta"), reserve_share
+             (0.2), reserve_cost_factor (1.0): the energy and reserve market
+             (``jaxmarket.reserve_study``); absent, the section is left out of the resolved
+             config (hashes of other studies unchanged)
 [solver]     algorithm ("admm" | "rci" | "pcmbed" | "ced" | "ced_mean"), rho (1.0),
              eps_primal (1e-4), eps_dual (1e-4), max_iter (10000), check_every (1),
              trace_every (0 = no trace); RCI/PCMBED: eps_price, eps_power (1e-4) and the
@@ -23,10 +29,10 @@ study has no ``[community]`` or ``[graph]`` section, and its rows carry the grid
 (line loadings, inter-zone volume). Without ``network.case`` the ``[network]`` section is
 left out of the resolved config, so generator studies keep their cells and config hash.
 
-Any key of ``[community]``, ``[graph]``, ``[network]`` and ``[solver]`` may be given as a list of values
+Any key of ``[community]``, ``[graph]``, ``[network]``, ``[reserve]`` and ``[solver]`` may be given as a list of values
 (for a range key: a list of ranges) to sweep it. The cells are the Cartesian product of
 the swept lists, ordered like nested loops: keys in the order of the schema above
-(community, graph, network, solver; within a section as listed, generator fields in
+(community, graph, network, reserve, solver; within a section as listed, generator fields in
 GeneratorParams order), the last swept key varying fastest, values in the order given.
 Cell c is the c-th element of that product.
 
@@ -57,7 +63,10 @@ from jaxmarket.community import Community, astype
 from jaxmarket.errors import InputError
 from jaxmarket.generator import LAYOUTS, GeneratorParams, generate
 from jaxmarket.schema import child, integer, number, record, show, text
+from jaxmarket.renewables import RenewableParams
+from jaxmarket.reserve_study import ReserveStudyParams
 from jaxmarket.solve import ALGORITHMS, SolverOptions
+from jaxmarket.uncertainty import ALLOCATIONS, DISTRIBUTIONS
 
 DTYPES = ("float64", "float32")
 
@@ -122,6 +131,16 @@ SCHEMA: dict[str, dict[str, tuple[Any, Any]]] = {
         "fee": (0.0, partial(number, ge=0)),
         "cost_perturbation": (0.0, partial(number, ge=0, lt=1)),
     },
+    # Energy and reserve market (jaxmarket.reserve_study); absent: the plain P2P market.
+    "reserve": {
+        "allocation": ("rel_1", partial(text, choices=ALLOCATIONS)),
+        # delta of SPEC section 6 ("delta" names the RCI sequence of [solver]).
+        "confidence": (0.95, partial(number, gt=0, lt=1)),
+        "uncertain_fraction": (0.2, partial(number, ge=0, lt=1)),
+        "distribution": ("gaussian", partial(text, choices=DISTRIBUTIONS)),
+        "reserve_share": (0.2, partial(number, ge=0)),
+        "reserve_cost_factor": (1.0, partial(number, ge=0)),
+    },
     "solver": {
         "algorithm": ("admm", partial(text, choices=tuple(ALGORITHMS))),
         "rho": (1.0, partial(number, gt=0)),
@@ -139,7 +158,7 @@ SCHEMA: dict[str, dict[str, tuple[Any, Any]]] = {
 # Keys whose value is a pair: a list of numbers is that pair, a list of lists a sweep.
 RANGES = tuple(key for table in SCHEMA.values() for key, (default, _) in table.items()
                if isinstance(default, tuple))
-SWEPT_SECTIONS = ("community", "graph", "network", "solver")
+SWEPT_SECTIONS = ("community", "graph", "network", "reserve", "solver")
 
 
 @dataclass(frozen=True)
@@ -191,6 +210,15 @@ class Cell:
                         self.sparsity, *(self.values.get(f"graph.{key}", SCHEMA["graph"][key][0])
                                          for key in OPTIONAL_GRAPH_KEYS),
                         dtype=jnp.dtype(dtype))
+
+    @property
+    def reserve(self) -> ReserveStudyParams | None:
+        """The energy and reserve study of the cell, None without a ``[reserve]`` section."""
+        values = self.section("reserve")
+        if not values:
+            return None
+        allocation, delta = values.pop("allocation"), values.pop("confidence")
+        return ReserveStudyParams(allocation, delta, RenewableParams(**values))
 
     def grid_columns(self, trades) -> dict[str, Any]:
         """Grid outcome columns of the cleared trades (none without a network case)."""
@@ -290,6 +318,8 @@ def resolve(raw: dict, default_name: str, overrides: Iterable[tuple[str, Any]] =
     run["out"] = run["out"] or f"outputs/{run['name']}"
     grid_cases = _grid_cases(checked, merged)
     _omit_unused_graph_keys(checked, merged)
+    if not merged.get("reserve"):
+        del checked["reserve"]  # studies without it keep their hash
 
     values = {f"{s}.{k}": v for s in SWEPT_SECTIONS if s in checked for k, v in checked[s].items()}
     swept = tuple(key for key, v in values.items() if isinstance(v, list))
@@ -344,6 +374,11 @@ def _check_cell(cell: Cell) -> None:
     """Checks that involve several keys, on every combination the sweep produces."""
     if cell.grid_case is None:
         cell.generator.validate()
+    if cell.reserve is not None:
+        cell.reserve.validate()
+        if cell.solver.algorithm != "admm":
+            raise InputError("solver.algorithm", "the energy and reserve market runs the ADMM "
+                                                 "only (\"admm\")")
     solver = cell.solver
     if solver.trace_every % solver.check_every:
         raise InputError("solver.trace_every", f"must be a multiple of solver.check_every "

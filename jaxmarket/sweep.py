@@ -44,6 +44,7 @@ import jaxmarket
 from jaxmarket.community import Community, concatenate, take
 from jaxmarket.config import Cell, Study
 from jaxmarket.errors import InputError
+from jaxmarket.reserve_study import run_reserve_market, tabulate_reserve
 from jaxmarket.solve import DRIVERS, SolverOptions, driver_options, run_market, tabulate
 
 TIMING_COLUMNS = ("wall_time_s",)  # the only columns allowed to differ between two runs
@@ -152,8 +153,9 @@ def groups(study: Study, pending: tuple[Chunk, ...]) -> tuple[Group, ...]:
     as even in size as the queue bound allows (few shapes, little padding)."""
     runs: list[list[Chunk]] = []
     for chunk in pending:
-        if runs and compile_key(runs[-1][0].cell) == compile_key(chunk.cell) \
-                and runs[-1][0].cell.solver == chunk.cell.solver:
+        first = runs[-1][0].cell if runs else None
+        if first is not None and compile_key(first) == compile_key(chunk.cell) \
+                and (first.solver, first.reserve) == (chunk.cell.solver, chunk.cell.reserve):
             runs[-1].append(chunk)
         else:
             runs.append([chunk])
@@ -168,29 +170,49 @@ def groups(study: Study, pending: tuple[Chunk, ...]) -> tuple[Group, ...]:
 def compile_key(cell: Cell) -> tuple:
     """What makes the solver compile anew within a study (fixed batch size and dtype); rho
     and the tolerances are traced values."""
-    return cell.n_agents, cell.solver._replace(rho=0.0, eps_primal=0.0, eps_dual=0.0)
+    reserve = cell.reserve and cell.reserve.allocation  # a static argument of the allocation
+    return cell.n_agents, cell.solver._replace(rho=0.0, eps_primal=0.0, eps_dual=0.0), reserve
 
 
-def group_communities(study: Study, group: Group) -> Community:
-    """The group's queue: every chunk padded to the batch size (``case_indices``), missing
-    slots filled with copies of the last case (their rows are dropped)."""
+def group_communities(study: Study, group: Group) -> tuple[Community, np.ndarray]:
+    """The group's queue and its case indices: every chunk padded to the batch size
+    (``case_indices``), missing slots filled with copies of the last case (their rows are
+    dropped)."""
     size = batch_size(study)
-    parts = [chunk.cell.communities(study.seed, case_indices(chunk, size), study.dtype)
-             for chunk in group.chunks]
+    indices = [case_indices(chunk, size) for chunk in group.chunks]
+    parts = [chunk.cell.communities(study.seed, chunk_indices, study.dtype)
+             for chunk, chunk_indices in zip(group.chunks, indices)]
     missing = (group.slots - len(group.chunks)) * size
     if missing:
         parts.append(take(parts[-1], np.full(missing, size - 1)))
-    return concatenate(parts)
+        indices.append(np.full(missing, indices[-1][-1]))
+    return concatenate(parts), np.concatenate(indices)
 
 
-def warm_up(study: Study, community: Community, solver: SolverOptions, driver: str) -> None:
+def run_cell(study: Study, cell: Cell, community: Community, indices: np.ndarray,
+             solver: SolverOptions, driver: str):
+    """The cell's distributed algorithm on the queue: the P2P or pool market, or the energy
+    and reserve market of a ``[reserve]`` study."""
+    if cell.reserve is None:
+        return run_market(community, solver, driver)
+    return run_reserve_market(community, cell.reserve, study.seed, indices, solver, driver)
+
+
+def tabulate_cell(cell: Cell, community: Community, solver: SolverOptions, market):
+    if cell.reserve is None:
+        return tabulate(community, solver, market)
+    return tabulate_reserve(community, cell.reserve, market)
+
+
+def warm_up(study: Study, group: Group, community: Community, indices: np.ndarray,
+            driver: str) -> None:
     """Compile the driver for the queue and the tabulation for a chunk at the cost of one
     iteration per case: infinite tolerances stop every case at its first check."""
     inf = float("inf")
-    quick = solver._replace(eps_primal=inf, eps_dual=inf, eps_price=inf, eps_power=inf)
-    result = run_market(community, quick, driver)
-    first_chunk, first_result = _slot((community, result), 0, batch_size(study))
-    jax.block_until_ready(tabulate(first_chunk, quick, first_result))
+    quick = group.cell.solver._replace(eps_primal=inf, eps_dual=inf, eps_price=inf, eps_power=inf)
+    market = run_cell(study, group.cell, community, indices, quick, driver)
+    first_chunk, first_market = _slot((community, market), 0, batch_size(study))
+    jax.block_until_ready(tabulate_cell(group.cell, first_chunk, quick, first_market))
 
 
 def _slot(tree, first: int, size: int):
@@ -207,14 +229,15 @@ class Solved:
     trace: pa.Table | None
 
 
-def solve_group(study: Study, group: Group, community: Community, driver: str
-                ) -> tuple[list[Solved], dict]:
+def solve_group(study: Study, group: Group, community: Community, indices: np.ndarray,
+                driver: str) -> tuple[list[Solved], dict]:
     """Rows (and residual traces) of the group's real cases, chunk by chunk, and the lane
     counts of the solve. ``wall_time_s`` is the group's solve time over its real cases."""
-    size, solver = batch_size(study), group.cell.solver
+    size, cell = batch_size(study), group.cell
     start = time.perf_counter()
-    market = run_market(community, solver, driver)
-    results = [tabulate(chunk_community, solver, chunk_market) for chunk_community, chunk_market in
+    market = run_cell(study, cell, community, indices, cell.solver, driver)
+    results = [tabulate_cell(cell, chunk_community, cell.solver, chunk_market)
+               for chunk_community, chunk_market in
                (_slot((community, market), slot * size, size) for slot in range(len(group.chunks)))]
     jax.block_until_ready(results)
     elapsed = time.perf_counter() - start
@@ -378,12 +401,12 @@ def run(plan: Plan, driver: str = "continuous") -> Iterator[Chunk]:
     with ThreadPoolExecutor(max_workers=1) as writer:
         writing = None
         for group in groups(study, plan.pending):
-            community = group_communities(study, group)
+            community, indices = group_communities(study, group)
             key = (compile_key(group.cell), group.slots)
             if key not in compiled:  # wall_time_s never includes compilation
-                warm_up(study, community, group.cell.solver, driver)
+                warm_up(study, group, community, indices, driver)
                 compiled.add(key)
-            solved, stats = solve_group(study, group, community, driver)
+            solved, stats = solve_group(study, group, community, indices, driver)
             options = driver_options(community, group.cell.solver, driver)
             stats = {"cell": group.cell.index, "chunks": len(group.chunks),
                      "queue": community.n_cases, "lanes": options.lanes or options.block_size,

@@ -36,7 +36,7 @@ from jaxmarket.config import Study, resolve
 from jaxmarket.errors import InputError
 from jaxmarket.sweep import read_manifest, write_atomic
 
-SECTIONS = ("summary", "algorithms", "sparsity", "layouts", "network")
+SECTIONS = ("summary", "algorithms", "sparsity", "layouts", "network", "uncertainty")
 
 # Publication style: single-column figures (3.5 in wide) with fonts that stay legible at
 # print size, light grids, no top/right spines.

@@ -1,0 +1,155 @@
+"""Energy and reserve studies (rows with ``coverage_global``): per allocation and delta,
+the cost gap to the joint chance-constrained market, the empirical global and local
+coverage next to the target, and the reserves procured per agent type.
+
+Figures: ``uncertainty_cost_gap`` (median cost gap vs delta, one line per allocation,
+10-90 % band; Abs-sigma dashed, as it coincides with Rel-1 for Gaussian forecasts), ``uncertainty_coverage`` (median global coverage and mean of the
+minimum local coverage vs delta, with the target delta as a dashed diagonal),
+``uncertainty_reserves`` (mean reserves per agent type and allocation at each delta);
+one panel row per forecast distribution. Table ``uncertainty`` holds the numbers.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from jaxmarket.report import Dataset, save_figure, save_table, style
+from jaxmarket.uncertainty import ALLOCATIONS
+
+LABELS = {"rel_mu": "Rel-μ", "rel_sigma": "Rel-σ", "rel_1": "Rel-1", "abs_sigma": "Abs-σ"}
+RESERVES = {"up_bought_renewable": "up bought by renewables",
+            "down_bought_renewable": "down bought by renewables",
+            "down_held_renewable": "down spilled by renewables",
+            "up_held_producer": "up held by producers", "down_held_producer": "down held by producers",
+            "up_held_consumer": "up held by consumers", "down_held_consumer": "down held by consumers"}
+
+
+def applies(dataset: Dataset) -> bool:
+    return "coverage_global" in dataset.cases.columns
+
+
+def _groups(cases: pd.DataFrame) -> list[str]:
+    return [c for c in ("distribution", "allocation", "confidence") if c in cases.columns]
+
+
+def summary_table(cases: pd.DataFrame) -> pd.DataFrame:
+    by = _groups(cases)
+    rows = []
+    for key, group in cases.groupby(by, sort=False):
+        rows.append({**dict(zip(by, key)), "cases": len(group),
+                     "converged": int(group["converged"].sum()),
+                     "cost_gap_median": group["cost_gap"].median(),
+                     "cost_gap_p10": group["cost_gap"].quantile(0.1),
+                     "cost_gap_p90": group["cost_gap"].quantile(0.9),
+                     "coverage_global_median": group["coverage_global"].median(),
+                     "coverage_global_min": group["coverage_global"].min(),
+                     "coverage_local_min_mean": group["coverage_local_min"].mean(),
+                     "joint_coverage_global_median": group["joint_coverage_global"].median(),
+                     "delta_local_mean": group["delta_local_mean"].mean(),
+                     **{f"{name}_mean": group[name].mean() for name in RESERVES}})
+    return pd.DataFrame(rows)
+
+
+def _distributions(table):
+    return list(table["distribution"].unique()) if "distribution" in table else [None]
+
+
+def _rows(table, distribution):
+    return table if distribution is None else table[table["distribution"] == distribution]
+
+
+def _allocations(table):
+    return [a for a in ALLOCATIONS if a in set(table["allocation"])]
+
+
+def cost_gap_figure(table: pd.DataFrame) -> Figure:
+    kinds = _distributions(table)
+    fig = Figure(figsize=(3.5, 1.9 * len(kinds)))
+    axes = fig.subplots(len(kinds), 1, squeeze=False, sharex=True)[:, 0]
+    for ax, kind in zip(axes, kinds):
+        part = _rows(table, kind)
+        for allocation in _allocations(part):
+            rows = part[part["allocation"] == allocation].sort_values("confidence")
+            x = rows["confidence"]
+            # Abs-sigma dashed: with Gaussian forecasts it lies exactly on Rel-1.
+            line, = ax.plot(x, 100 * rows["cost_gap_median"], marker="o", ms=3,
+                            ls="--" if allocation == "abs_sigma" else "-", label=LABELS[allocation])
+            ax.fill_between(x, 100 * rows["cost_gap_p10"], 100 * rows["cost_gap_p90"],
+                            color=line.get_color(), alpha=0.12, lw=0)
+        ax.axhline(0, color="0.4", lw=0.6)
+        ax.set_ylabel("cost gap to joint (%)")
+        ax.set_title(f"{kind} forecasts" if kind else "")
+    axes[-1].set_xlabel("global confidence δ")
+    axes[0].legend(ncols=2)
+    return fig
+
+
+def coverage_figure(table: pd.DataFrame) -> Figure:
+    kinds = _distributions(table)
+    fig = Figure(figsize=(5.0, 1.9 * len(kinds)))
+    axes = fig.subplots(len(kinds), 2, squeeze=False, sharex=True, sharey=True)
+    for row, kind in zip(axes, kinds):
+        part = _rows(table, kind)
+        for column, title in ((0, "global"), (1, "local (worst agent)")):
+            ax = row[column]
+            for allocation in _allocations(part):
+                rows = part[part["allocation"] == allocation].sort_values("confidence")
+                y = rows["coverage_global_median"] if column == 0 else rows["coverage_local_min_mean"]
+                ax.plot(rows["confidence"], y, marker="o", ms=3, label=LABELS[allocation],
+                        ls="--" if allocation == "abs_sigma" else "-")
+            if column == 0:
+                joint = part.groupby("confidence")["joint_coverage_global_median"].median()
+                ax.plot(joint.index, joint.to_numpy(), color="k", marker="x", ms=3, lw=0.8,
+                        label="joint")
+            grid = np.sort(part["confidence"].unique())
+            ax.plot(grid, grid, "k--", lw=0.6, label="target δ")
+            ax.set_title(f"{title}, {kind}" if kind else title)
+            ax.set_ylabel("empirical coverage" if column == 0 else "")
+    for ax in axes[-1]:
+        ax.set_xlabel("global confidence δ")
+    axes[0][0].legend(ncols=1, fontsize=6)
+    return fig
+
+
+def reserves_figure(table: pd.DataFrame) -> Figure:
+    kinds = _distributions(table)
+    deltas = np.sort(table["confidence"].unique())
+    fig = Figure(figsize=(7.0, 2.4 * len(kinds)), layout="constrained")
+    axes = fig.subplots(len(kinds), 1, squeeze=False)[:, 0]
+    largest = max(table[f"{n}_mean"].abs().max() for n in RESERVES)
+    names = [n for n in RESERVES if table[f"{n}_mean"].abs().max() > 1e-3 * largest]
+    for ax, kind in zip(axes, kinds):
+        part = _rows(table, kind)
+        allocations = _allocations(part)
+        positions, labels = [], []
+        width = 0.8 / len(names)
+        for i, (allocation, delta) in enumerate((a, d) for a in allocations for d in deltas):
+            rows = part[(part["allocation"] == allocation) & (part["confidence"] == delta)]
+            for j, name in enumerate(names):
+                value = rows[f"{name}_mean"].mean()
+                ax.bar(i + (j - len(names) / 2 + 0.5) * width, value, width,
+                       color=f"C{j}", label=RESERVES[name] if i == 0 else None)
+            positions.append(i)
+            labels.append(f"{LABELS[allocation]}\nδ={delta:g}")
+        ax.set_xticks(positions, labels, fontsize=5)
+        ax.set_ylabel("mean reserve per case (MW)")
+        ax.set_title(f"{kind} forecasts" if kind else "")
+    fig.legend(*axes[0].get_legend_handles_labels(), loc="outside right upper", fontsize=6)
+    return fig
+
+
+def write(dataset: Dataset, directory: Path) -> list[Path]:
+    table = summary_table(dataset.cases)
+    files = save_table(table, directory, "uncertainty",
+                       "Per forecast family, allocation and delta: cost gap to the joint "
+                       "chance-constrained market (fraction), empirical coverage (4096 samples "
+                       "per case), mean reserves per case in MW.")
+    with style():
+        files += save_figure(cost_gap_figure(table), directory, "uncertainty_cost_gap")
+        files += save_figure(coverage_figure(table), directory, "uncertainty_coverage")
+        files += save_figure(reserves_figure(table), directory, "uncertainty_reserves")
+    return files

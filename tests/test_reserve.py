@@ -1,0 +1,137 @@
+"""The energy + reserve market: its local QP and its ADMM against Clarabel."""
+
+import jax.numpy as jnp
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import jaxmarket  # noqa: F401  (enables float64)
+from jaxmarket import reserve
+from jaxmarket.community import concatenate
+from jaxmarket.driver import DriverOptions, iterate
+from jaxmarket.smallqp import solve_qp
+from tests.reserve_cases import clarabel_local, feasible_market, random_market
+
+
+def _concat_markets(markets):
+    """One batch of markets padded to the largest community."""
+    n_max = max(m.community.n_max for m in markets)
+
+    def pad(v):
+        return jnp.pad(v, [(0, 0), (0, n_max - v.shape[1])])
+
+    parts = [m._replace(community=None) for m in markets]
+    fields = {k: jnp.concatenate([pad(getattr(m, k)) for m in parts]) for k in
+              reserve.ReserveMarket._fields if k != "community"}
+    return reserve.ReserveMarket(concatenate([m.community for m in markets]), **fields)
+
+
+def _local_objective(problems, z):
+    return float((0.5 * problems.q * z**2 + problems.c * z).sum())
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), n=st.integers(3, 5), sparsity=st.sampled_from([0.0, 0.5]),
+       rho=st.floats(0.1, 10.0))
+def test_local_solve_matches_clarabel(seed, n, sparsity, rho):
+    rng = np.random.default_rng(seed)
+    market = random_market(rng, n, sparsity=sparsity, charges=bool(seed % 2))
+    shape = (1, 3, n, n)
+    edges = np.asarray(market.community.edges)[:, None]
+    prices = jnp.asarray(np.where(edges, rng.normal(0, 40, shape), 0.0))
+    targets = jnp.asarray(np.where(edges, rng.normal(0, 30, shape), 0.0))
+    problems = reserve.local_problems(market, jnp.full(1, rho), prices, targets)
+    solution = solve_qp(*problems)
+    assert bool(solution.converged.all())
+    for agent in range(n):
+        expected = clarabel_local(market, rho, prices[0], targets[0], agent)
+        z = np.asarray(solution.z[0, agent])
+        # The QP objective omits the constant rho/2 |y|^2 of the proximal terms.
+        constant = 0.5 * rho * float((np.asarray(targets[0, :, agent]) ** 2).sum())
+        got = _local_objective(
+            reserve.LocalProblems(*(v[0, agent] for v in problems)), z) + constant
+        scale = max(1.0, abs(expected["objective"]))
+        assert abs(got - expected["objective"]) <= 1e-8 * scale
+        # Trades are unique (rho > 0 makes them strictly convex), and so is p = sum t;
+        # zero-cost self-procured reserves of a renewable need not be.
+        size = max(1.0, float(np.abs(z[:3 * n + 3]).max()))
+        np.testing.assert_allclose(z[:3 * n].reshape(3, n), expected["trades"], rtol=0,
+                                   atol=1e-6 * size)
+        assert abs(z[3 * n] - expected["p"]) <= 1e-6 * size
+
+
+def _solve(market, eps=1e-6, rho=1.0):
+    params = reserve.ReserveParams(*(jnp.full(market.n_cases, v) for v in (rho, eps, eps)))
+    return iterate(reserve.ALGORITHM, market, params, DriverOptions(max_iter=20_000))
+
+
+def test_admm_matches_centralized_market():
+    """Acceptance: ADMM objective within 1e-5 relative of the Clarabel market."""
+    rng = np.random.default_rng(7)
+    drawn = [feasible_market(rng, int(rng.integers(3, 7)), sparsity=0.3 * (k % 2),
+                             charges=bool(k % 3 == 1)) for k in range(6)]
+    markets = [market for market, _ in drawn]
+    batch = _concat_markets(markets)
+    result = _solve(batch)
+    assert bool(result.converged.all())
+    assert int(result.state.local_failures.sum()) == 0
+    objective = np.asarray(reserve.objective(batch, result.state))
+    for k, (market, expected) in enumerate(drawn):
+        assert abs(objective[k] - expected["objective"]) <= 1e-5 * abs(expected["objective"])
+        # p_n is unique where c_n is strictly convex (renewables at zero cost may swap).
+        n = market.community.n_max
+        strict = np.asarray(market.community.a[0]) > 0
+        np.testing.assert_allclose(np.asarray(result.state.power[k, :n])[strict],
+                                   expected["p"][strict], atol=1e-3 * np.abs(expected["p"]).max())
+
+
+def test_admm_solution_is_feasible_and_padding_is_inert():
+    rng = np.random.default_rng(3)
+    (small, _), (large, _) = feasible_market(rng, 4), feasible_market(rng, 7)
+    alone = _solve(small)
+    together = _solve(_concat_markets([small, large]))
+    np.testing.assert_allclose(np.asarray(together.state.trades[0, :, :4, :4]),
+                               np.asarray(alone.state.trades[0]), atol=1e-9)
+    assert int(together.iterations[0]) == int(alone.iterations[0])
+    assert np.all(np.asarray(together.state.trades[0, :, 4:]) == 0)
+    state = alone.state
+    up_total, down_total = (np.asarray(v[0]) for v in reserve.reserve_totals(state))
+    p = np.asarray(state.power[0])
+    uncertain = np.asarray(small.uncertain[0])
+    tol = 1e-4
+    assert np.all(up_total >= -tol) and np.all(down_total >= -tol)
+    assert np.all(up_total[uncertain] >= p[uncertain] - np.asarray(small.q_low[0])[uncertain] - tol)
+    assert np.all(down_total[uncertain] >= np.asarray(small.q_high[0])[uncertain] - p[uncertain] - tol)
+    c = small.community
+    assert np.all(p + np.asarray(state.up[0]) <= np.asarray(c.p_max[0]) + tol)
+    assert np.all(p - np.asarray(state.down[0]) >= np.asarray(c.p_min[0]) - tol)
+
+
+def test_small_qp_matches_clarabel():
+    """The interior point on random QPs with zero-curvature variables, one-sided, free and
+    fixed bounds."""
+    import cvxpy as cp
+
+    from tests.oracle import TIGHT
+
+    rng = np.random.default_rng(0)
+    for _ in range(10):
+        n, m = 12, 4
+        q = rng.uniform(0, 2, n)
+        q[:3] = 0.0
+        c = rng.normal(size=n) * 10
+        A = rng.normal(size=(m, n))
+        z0 = rng.uniform(-1, 1, n)
+        lo, hi = np.full(n, -3.0), np.full(n, 3.0)
+        lo[5], hi[6] = -np.inf, np.inf
+        lo[7] = hi[7] = z0[7] = 0.5
+        rhs = A @ z0
+        got = solve_qp(*(jnp.asarray(v)[None] for v in (q, c, A, rhs, lo, hi)))
+        z = cp.Variable(n)
+        finite_lo, finite_hi = np.isfinite(lo), np.isfinite(hi)
+        problem = cp.Problem(cp.Minimize(0.5 * q @ cp.square(z) + c @ z),
+                             [A @ z == rhs, z[finite_lo] >= lo[finite_lo], z[finite_hi] <= hi[finite_hi]])
+        problem.solve(solver=cp.CLARABEL, **TIGHT)
+        assert bool(got.converged[0])
+        assert abs(float(got.objective[0]) - problem.value) <= 1e-9 * max(1.0, abs(problem.value))
+        np.testing.assert_allclose(np.asarray(got.z[0]) @ A.T, rhs, atol=1e-9)

@@ -1,0 +1,184 @@
+"""Forecast distributions, allocations, the joint reference and Monte Carlo coverage."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import scipy.stats
+
+import jaxmarket  # noqa: F401  (enables float64)
+from jaxmarket import reserve, uncertainty
+from jaxmarket.generator import generate
+from jaxmarket.renewables import RenewableParams
+from jaxmarket.reserve_study import ReserveStudyParams, build_market
+from jaxmarket.uncertainty import Forecast
+
+
+def _forecast(rng, beta, shape=(3, 6)):
+    cap = rng.uniform(50, 150, shape)
+    mean = rng.uniform(0.15, 0.35, shape) * cap
+    sd = rng.uniform(0.1, 0.2, shape) * cap
+    return Forecast(*(jnp.asarray(v) for v in (mean, sd, np.zeros(shape), cap)),
+                    jnp.full(shape, beta))
+
+
+@pytest.mark.parametrize("beta", [False, True], ids=["gaussian", "beta"])
+def test_quantile_matches_scipy(beta):
+    rng = np.random.default_rng(0)
+    f = _forecast(rng, beta)
+    u = rng.uniform(1e-3, 1 - 1e-3, f.mean.shape)
+    got = np.asarray(uncertainty.quantile(f, jnp.asarray(u)))
+    mean, sd, cap = (np.asarray(v) for v in (f.mean, f.sd, f.high))
+    if beta:
+        m, v = mean / cap, (sd / cap) ** 2
+        k = m * (1 - m) / v - 1
+        expected = scipy.stats.beta.ppf(u, m * k, (1 - m) * k, scale=cap)
+    else:
+        expected = scipy.stats.norm.ppf(u, mean, sd)
+    np.testing.assert_allclose(got, expected, rtol=1e-9, atol=1e-9 * cap.max())
+    np.testing.assert_allclose(np.asarray(uncertainty.cdf(f, jnp.asarray(got))), u, atol=1e-12)
+
+
+def _keys(n):
+    return jax.vmap(lambda i: jax.random.fold_in(jax.random.PRNGKey(0), i))(jnp.arange(n))
+
+
+@pytest.mark.parametrize("delta", [0.9, 0.95, 0.99])
+def test_abs_sigma_equals_rel_1_for_gaussians_only(delta):
+    rng = np.random.default_rng(1)
+    uncertain = jnp.asarray(rng.uniform(size=(3, 6)) < 0.6).at[:, 0].set(True)
+    deltas = jnp.full(3, delta)
+    gaussian = _forecast(rng, False)
+    for f, equal in ((gaussian, True), (gaussian._replace(beta=jnp.ones_like(gaussian.beta)), False)):
+        rel_1, abs_sigma = (np.asarray(uncertainty.allocate(a, deltas, f, uncertain, _keys(3)))
+                            for a in ("rel_1", "abs_sigma"))
+        mask = np.asarray(uncertain)
+        assert np.all(rel_1[mask] == delta) and np.all(rel_1[~mask] == 0)
+        if equal:
+            np.testing.assert_allclose(abs_sigma[mask], delta, rtol=0, atol=1e-12)
+        else:  # skewed Beta forecasts: the allocations differ by more than MC noise
+            assert np.abs(abs_sigma[mask] - delta).max() > 5e-3
+
+
+def test_relative_allocations_follow_table_5_1():
+    rng = np.random.default_rng(2)
+    f = _forecast(rng, False)
+    uncertain = jnp.ones(f.mean.shape, bool)
+    keys = _keys(3)
+    rel_mu = np.asarray(uncertainty.allocate("rel_mu", jnp.full(3, 0.9), f, uncertain, keys))
+    rel_sigma = np.asarray(uncertainty.allocate("rel_sigma", jnp.full(3, 0.9), f, uncertain, keys))
+    mean, sd = np.asarray(f.mean), np.asarray(f.sd)
+    np.testing.assert_allclose(rel_mu, 0.9 * mean / mean.sum(1, keepdims=True))
+    np.testing.assert_allclose(rel_sigma, 0.9 * sd / np.sqrt((sd**2).sum(1, keepdims=True)))
+
+
+def _monte_carlo_error(p, n):
+    return 4 * np.sqrt(p * (1 - p) / n)
+
+
+@pytest.mark.parametrize("distribution", ["gaussian", "beta"])
+def test_joint_reference_meets_delta_and_rel_1_covers_globally(distribution):
+    """The joint reference covers delta within Monte Carlo error (it may over-cover: free
+    spill makes downward reserve cheap); Rel-1 covers at least delta globally and locally."""
+    indices = np.arange(3)
+    community = generate(5, indices, 10)
+    delta = 0.95
+    params = ReserveStudyParams("rel_1", delta, RenewableParams(distribution=distribution))
+    market, forecast, keys, local = build_market(community, 5, indices, params)
+    levels = uncertainty.global_levels(jnp.full(3, delta))
+    low, high = uncertainty.sum_quantile(forecast, market.uncertain, levels, keys).T
+    joint = reserve.solve_joint(market, low, high)
+    assert bool(joint.converged.all())
+    # Both aggregate requirements hold at the solution.
+    p_nc = jnp.where(market.uncertain, joint.power, 0.0).sum(-1)
+    assert np.all(np.asarray(joint.up.sum(-1) - (p_nc - low)) >= -1e-6)
+    assert np.all(np.asarray(joint.down.sum(-1) - (high - p_nc)) >= -1e-6)
+    cover = uncertainty.coverage(forecast, market.uncertain, joint.power, joint.up, joint.down,
+                                 joint.up.sum(-1), joint.down.sum(-1), keys)
+    n = uncertainty.COVERAGE_SAMPLES
+    # Sampling error of the coverage plus that of the empirical quantiles (Beta).
+    slack = _monte_carlo_error(delta, n) + _monte_carlo_error(0.025, uncertainty.SUM_SAMPLES)
+    assert np.all(np.asarray(cover.global_) >= delta - slack)
+
+    from jaxmarket.driver import DriverOptions, iterate
+    solver = reserve.ReserveParams(*(jnp.full(3, v) for v in (1.0, 1e-5, 1e-5)))
+    state = iterate(reserve.ALGORITHM, market, solver, DriverOptions(max_iter=5000)).state
+    up, down = reserve.reserve_totals(state)
+    u = market.uncertain
+    rel_1 = uncertainty.coverage(forecast, u, state.power, up, down,
+                                 jnp.where(u, up, 0.0).sum(-1), jnp.where(u, down, 0.0).sum(-1), keys)
+    assert np.all(np.asarray(rel_1.global_) >= delta - _monte_carlo_error(delta, n))
+    local_cov = np.asarray(rel_1.local)[np.asarray(u)]
+    assert np.all(local_cov >= delta - _monte_carlo_error(delta, n))
+
+
+def test_coverage_counts_samples_inside_the_band():
+    """One Gaussian agent, band [p - r-, p + r+] around the forecast: coverage is the
+    Gaussian probability of that band, within sampling error."""
+    f = Forecast(*(jnp.asarray([[v]]) for v in (50.0, 10.0, 0.0, 100.0)), jnp.asarray([[False]]))
+    u = jnp.asarray([[True]])
+    p, up, down = (jnp.asarray([[v]]) for v in (55.0, 20.0, 5.0))
+    cover = uncertainty.coverage(f, u, p, up, down, up[:, 0], down[:, 0], _keys(1))
+    # p - p~ in [-r-, r+]  <=>  p~ in [p - r+, p + r-] = [35, 60]
+    expected = scipy.stats.norm.cdf(60, 50, 10) - scipy.stats.norm.cdf(35, 50, 10)
+    n = uncertainty.COVERAGE_SAMPLES
+    assert abs(float(cover.local[0, 0]) - expected) <= _monte_carlo_error(expected, n)
+    assert float(cover.global_[0]) == float(cover.local[0, 0])
+
+
+TINY_CASE = {
+    "name": "tiny", "reserve": {"delta": 0.95, "allocation": "abs_sigma"},
+    "agents": [
+        {"id": 1, "a": 0.1, "b": 20, "p_min": 0, "p_max": 100, "r_up_max": 30, "r_down_max": 30},
+        {"id": 2, "a": 0.0, "b": 0, "p_min": 0, "p_max": 80, "uncertain": True, "r_down_max": 80,
+         "reserve_a_down": 0, "forecast": {"mean": 30, "sd": 10}},
+        {"id": 3, "a": 0.2, "b": 70, "p_min": -120, "p_max": 0, "r_up_max": 20, "r_down_max": 20},
+    ]}
+
+
+def test_case_file_reserve_market():
+    from jaxmarket.case import parse_case
+    from jaxmarket.reserve_study import case_market
+
+    market, forecast, local = case_market(parse_case(TINY_CASE, "tiny"))
+    z = scipy.stats.norm.ppf(0.975)
+    np.testing.assert_allclose(np.asarray(local[0]), [0, 0.95, 0], atol=1e-12)
+    np.testing.assert_allclose(float(market.q_low[0, 1]), 30 - 10 * z, rtol=1e-12)
+    np.testing.assert_allclose(float(market.q_high[0, 1]), 30 + 10 * z, rtol=1e-12)
+    assert float(market.up_max[0, 0]) == 30 and float(market.down_a[0, 1]) == 0
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda d: d["reserve"].update(delta=1.0), "reserve.delta: must be < 1, got 1.0"),
+    (lambda d: d["reserve"].update(delta=0), "reserve.delta: must be > 0"),
+    (lambda d: d["agents"][1]["forecast"].update(sd=-1), "agents[1].forecast.sd: must be >= 0"),
+    (lambda d: d["agents"][1].pop("forecast"),
+     "agents[1].forecast: an uncertain agent needs a forecast"),
+])
+def test_bad_reserve_input_is_one_line_exit_2(tmp_path, change, message):
+    import copy
+    import json
+
+    from typer.testing import CliRunner
+
+    from jaxmarket.cli import app
+
+    doc = copy.deepcopy(TINY_CASE)
+    change(doc)
+    path = tmp_path / "case.json"
+    path.write_text(json.dumps(doc))
+    result = CliRunner().invoke(app, ["solve", str(path)])
+    assert result.exit_code == 2
+    assert message in result.output and len(result.output.strip().splitlines()) == 1
+
+
+def test_study_rejects_confidence_outside_unit_interval():
+    from jaxmarket.config import resolve
+    from jaxmarket.errors import InputError
+
+    for bad in (0.0, 1.0, 1.5):
+        with pytest.raises(InputError, match="reserve.confidence"):
+            resolve({"reserve": {"confidence": bad}}, "x")
+    study = resolve({"reserve": {"confidence": [0.9, 0.99]}}, "x")
+    assert [cell.reserve.delta for cell in study.cells] == [0.9, 0.99]
+    assert resolve({}, "x").config_hash == resolve({"reserve": {}}, "x").config_hash
