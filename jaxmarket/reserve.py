@@ -31,7 +31,7 @@ Decisions where the sources are silent:
 
 The local problem of an agent (T5.7) couples its three trade blocks with ``p, r+, r-``
 through seven linear rows; it is solved by the small dense interior point of
-``jaxmarket.smallqp`` to a scaled tolerance of 1e-11 (its ``converged`` flag is counted
+``jaxmarket.smallqp`` to a scaled tolerance of 2.2e-13 (its ``converged`` flag is counted
 per iteration in ``ReserveState.local_failures``).
 """
 
@@ -250,7 +250,7 @@ def solve_joint(market: ReserveMarket, sum_low, sum_high) -> JointSolution:
     with ``p_nc`` the scheduled injection of the uncertain agents and ``sum_low``,
     ``sum_high`` (B,) the two quantiles of the sum of their forecasts. The operator
     clears energy as a pool (no trade graph, no charges) and buys reserves from every
-    agent. Solved by ``jaxmarket.smallqp`` to 1e-11 (dense, 5N + 2 variables)."""
+    agent. Solved by ``jaxmarket.smallqp`` to 2.2e-13 (dense, 5N + 2 variables)."""
     c = market.community
     dtype = c.dtype
     active, uncertain = c.active, c.active & market.uncertain
