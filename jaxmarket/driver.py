@@ -165,6 +165,23 @@ def _over_devices(algorithm: Algorithm, problem, params, options: DriverOptions)
     return result._replace(lane_iterations=spent)
 
 
+def _check(algorithm: Algorithm, problem, params, every: int, stopped, state, res, conv, div):
+    """``every`` iterations of the cases not ``stopped``, then their convergence check.
+    Returns the state, the residuals (frozen where stopped), the fresh residuals and the
+    converged and diverged flags."""
+    def one(_, s):
+        return _freeze(stopped, s, algorithm.step(problem, params, s))
+
+    before = jax.lax.fori_loop(0, every - 1, one, state)
+    after = one(0, before)
+    new_res = algorithm.residuals(problem, params, before, after)
+    finite = _finite(new_res) & _finite(after)
+    running = ~stopped
+    conv = conv | (running & finite & algorithm.converged(params, new_res))
+    div = div | (running & ~finite)
+    return after, _freeze(stopped, res, new_res), new_res, conv, div
+
+
 def _iterate(algorithm: Algorithm, problem, params, options: DriverOptions) -> DriverResult:
     state0 = algorithm.init(problem, params)
     res0 = algorithm.residuals(problem, params, state0, state0)
@@ -180,18 +197,9 @@ def _iterate(algorithm: Algorithm, problem, params, options: DriverOptions) -> D
     def block(carry):
         blk, state, res, iterations, conv, div, trace = carry
         stopped = conv | div
-
-        def one(_, s):
-            return _freeze(stopped, s, algorithm.step(problem, params, s))
-
-        before = jax.lax.fori_loop(0, options.check_every - 1, one, state)
-        after = one(0, before)
-        new_res = algorithm.residuals(problem, params, before, after)
-        finite = _finite(new_res) & _finite(after)
+        after, res, new_res, new_conv, new_div = _check(
+            algorithm, problem, params, options.check_every, stopped, state, res, conv, div)
         running = ~stopped
-        new_conv = conv | (running & finite & algorithm.converged(params, new_res))
-        new_div = div | (running & ~finite)
-        res = _freeze(stopped, res, new_res)
         iterations = jnp.where(stopped, iterations, (blk + 1) * options.check_every)
         if trace is not None:
             slot = (blk + 1) // blocks_per_trace - 1
@@ -257,18 +265,9 @@ def _continuous(algorithm: Algorithm, problem, params, options: DriverOptions) -
         """``check_every`` iterations of every running lane, then its convergence check."""
         (case, lane_problem, lane_params, state, res, iterations, conv, div), trace = carry
         stopped = conv | div | (iterations >= limit) | (case == idle)
-
-        def one(_, s):
-            return _freeze(stopped, s, algorithm.step(lane_problem, lane_params, s))
-
-        before = jax.lax.fori_loop(0, every - 1, one, state)
-        after = one(0, before)
-        new_res = algorithm.residuals(lane_problem, lane_params, before, after)
-        finite = _finite(new_res) & _finite(after)
+        after, res, new_res, conv, div = _check(
+            algorithm, lane_problem, lane_params, every, stopped, state, res, conv, div)
         running = ~stopped
-        conv = conv | (running & finite & algorithm.converged(lane_params, new_res))
-        div = div | (running & ~finite)
-        res = _freeze(stopped, res, new_res)
         iterations = jnp.where(stopped, iterations, iterations + every)
         if trace is not None:
             record = running & (iterations % options.trace_every == 0)

@@ -30,7 +30,7 @@ from jaxmarket.community import Community
 from jaxmarket.driver import DriverResult, iterate
 from jaxmarket.errors import InputError
 from jaxmarket.renewables import RenewableParams, add_renewables, case_keys
-from jaxmarket.solve import BatchResult, SolverOptions, driver_options
+from jaxmarket.solve import BatchResult, SolverOptions, driver_columns, driver_options
 
 
 @dataclass(frozen=True)
@@ -91,13 +91,6 @@ def run_reserve_market(community: Community, params: ReserveStudyParams, seed: i
                       iterate(reserve.ALGORITHM, market, solver, untraced))
 
 
-def solve_reserve_batch(community: Community, params: ReserveStudyParams, seed: int,
-                        case_indices, options: SolverOptions,
-                        driver: str = "continuous") -> BatchResult:
-    return tabulate_reserve(community, params,
-                            run_reserve_market(community, params, seed, case_indices, options, driver))
-
-
 def tabulate_reserve(community: Community, params: ReserveStudyParams, run: ReserveRun
                      ) -> BatchResult:
     """One row per case: the ADMM's outcome, its Monte Carlo coverage and the joint
@@ -127,11 +120,7 @@ def tabulate_reserve(community: Community, params: ReserveStudyParams, run: Rese
         local_mean = np.nanmean(local_cov, -1)
     delta_local = np.where(np.asarray(uncertain), np.asarray(local), np.nan)
     rows = {
-        "iterations": result.iterations,
-        "converged": result.converged,
-        "diverged": result.diverged,
-        "primal_residual": result.residuals.primal,
-        "dual_residual": result.residuals.dual,
+        **driver_columns(result),
         "local_failures": state.local_failures,
         "objective": result.residuals.objective,
         "cost": cost,

@@ -182,6 +182,13 @@ def run_market(community: Community, options: SolverOptions,
                    driver_options(community, options, driver))
 
 
+def driver_columns(result: DriverResult) -> dict[str, jax.Array]:
+    """The columns every algorithm's rows start with: how the case stopped."""
+    return {"iterations": result.iterations, "converged": result.converged,
+            "diverged": result.diverged, "primal_residual": result.residuals.primal,
+            "dual_residual": result.residuals.dual}
+
+
 def tabulate(community: Community, options: SolverOptions, result: DriverResult) -> BatchResult:
     """One row per case from the driver's result: metrics and exact references (float64).
     Their last bits can depend on the batch size (XLA vectorises reductions by shape), so
@@ -202,11 +209,7 @@ def tabulate(community: Community, options: SolverOptions, result: DriverResult)
         reference = solve_reference(exact)
         reference_objective, reference_converged = reference.objective, reference.converged
     rows = {
-        "iterations": result.iterations,
-        "converged": result.converged,
-        "diverged": result.diverged,
-        "primal_residual": result.residuals.primal,
-        "dual_residual": result.residuals.dual,
+        **driver_columns(result),
         **metrics,
         "reference_objective": reference_objective,
         "reference_converged": reference_converged,
