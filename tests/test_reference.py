@@ -87,14 +87,15 @@ def test_prices_satisfy_the_kkt_conditions(batch):
     slack = np.minimum(p - p_min, p_max - p)
     interior = np.asarray(community.active) & (slack > 0.1)
     error = np.abs(mu - (a * p + b))
-    assert np.all((error <= 1e-9 * np.abs(mu) + gap / slack)[interior])
+    assert np.all((error <= 1e-9 * np.abs(mu) + gap / np.where(interior, slack, 1.0))[interior])
     box_low = np.maximum(low, -np.swapaxes(high, -1, -2))
     box_high = np.minimum(high, -np.swapaxes(low, -1, -2))
     slack = np.minimum(trades - box_low, box_high - trades)
     free = np.asarray(community.edges) & (slack > 0.1)
     trade_price = mu[..., :, None] + charge
     error = np.abs(trade_price - np.swapaxes(trade_price, -1, -2))
-    assert np.all((error <= 1e-9 * np.abs(trade_price) + gap[..., None] / slack)[free])
+    assert np.all((error <= 1e-9 * np.abs(trade_price)
+                   + gap[..., None] / np.where(free, slack, 1.0))[free])
     assert free.sum() > 100 and interior.sum() > 100  # the checks above are not vacuous
 
 
