@@ -135,6 +135,8 @@ def solve(
     case_file: Path = typer.Argument(..., metavar="CASE.json", help="Case file (JSON)."),
     algorithm: str = typer.Option("admm", metavar="NAME", help="Market algorithm."),
     rho: float = typer.Option(1.0, metavar="R", help="ADMM penalty."),
+    rho_balance: float = typer.Option(0.0, metavar="M", help="ADMM residual balancing of rho at "
+                                      "residual ratio M (0: fixed rho)."),
     tol: float = typer.Option(1e-4, metavar="T", help="Primal and dual tolerance (both eps)."),
     max_iter: int = typer.Option(10_000, metavar="K", help="Iteration limit."),
     policy: str = typer.Option("none", metavar="POLICY", help=f"Network charges: {', '.join(POLICIES)}."),
@@ -145,8 +147,8 @@ def solve(
     """Solve one case file and print a summary."""
     with _user_errors():
         case = load_case(case_file)
-        options = solver_options({"algorithm": algorithm, "rho": rho, "eps_primal": tol,
-                                  "eps_dual": tol, "max_iter": max_iter})
+        options = solver_options({"algorithm": algorithm, "rho": rho, "rho_balance": rho_balance,
+                                  "eps_primal": tol, "eps_dual": tol, "max_iter": max_iter})
         if out is not None and out.suffix != ".parquet":
             raise InputError("--out", f"expected a .parquet file name, got {str(out)!r}")
         text(policy, "--policy", choices=POLICIES)

@@ -17,7 +17,9 @@
              config (hashes of other studies unchanged)
 [solver]     algorithm ("admm" | "rci" | "pcmbed" | "ced" | "ced_mean"), rho (1.0),
              eps_primal (1e-4), eps_dual (1e-4), max_iter (10000), check_every (1),
-             trace_every (0 = no trace); RCI/PCMBED: eps_price, eps_power (1e-4) and the
+             trace_every (0 = no trace); ADMM: rho_balance (0 = fixed rho, else the
+             residual ratio of residual balancing), rho_balance_factor (2.0),
+             rho_balance_every (10); RCI/PCMBED: eps_price, eps_power (1e-4) and the
              sequences alpha, beta, eta, delta as [c, p] in c / k^p (thesis defaults)
 ```
 
@@ -106,6 +108,14 @@ def _sequence(value, field):
     return number(value[0], child(field, 0), gt=0), number(value[1], child(field, 1), ge=0)
 
 
+def _balance_ratio(value, field):
+    """0 (fixed rho) or a residual ratio above 1."""
+    ratio = number(value, field, ge=0)
+    if 0 < ratio <= 1:
+        raise InputError(field, f"must be 0 (fixed rho) or a ratio above 1, got {ratio}")
+    return ratio
+
+
 SEQUENCES = ("alpha", "beta", "eta", "delta")
 
 # section -> key -> (default, checker); defaults of None are filled in from the context.
@@ -144,6 +154,10 @@ SCHEMA: dict[str, dict[str, tuple[Any, Any]]] = {
     "solver": {
         "algorithm": ("admm", partial(text, choices=tuple(ALGORITHMS))),
         "rho": (1.0, partial(number, gt=0)),
+        # ADMM residual balancing (admm.RhoBalancing): ratio (0 = fixed rho), factor, every.
+        "rho_balance": (0.0, _balance_ratio),
+        "rho_balance_factor": (2.0, partial(number, gt=1)),
+        "rho_balance_every": (10, partial(integer, gt=0)),
         "eps_primal": (1e-4, partial(number, gt=0)),
         "eps_dual": (1e-4, partial(number, gt=0)),
         "max_iter": (10_000, partial(integer, gt=0)),
@@ -208,7 +222,7 @@ class Cell:
             return astype(community, jnp.dtype(dtype))
         return generate(seed, case_indices, self.n_agents, self.generator, self.layout,
                         self.sparsity, *(self.values.get(f"graph.{key}", SCHEMA["graph"][key][0])
-                                         for key in OPTIONAL_GRAPH_KEYS),
+                                         for key in OPTIONAL_KEYS["graph"]),
                         dtype=jnp.dtype(dtype))
 
     @property
@@ -317,7 +331,7 @@ def resolve(raw: dict, default_name: str, overrides: Iterable[tuple[str, Any]] =
     run["name"] = run["name"] or _name(default_name, "run.name")
     run["out"] = run["out"] or f"outputs/{run['name']}"
     grid_cases = _grid_cases(checked, merged)
-    _omit_unused_graph_keys(checked, merged)
+    _omit_unused_keys(checked, merged)
     if not merged.get("reserve"):
         del checked["reserve"]  # studies without it keep their hash
 
@@ -358,16 +372,18 @@ def _grid_cases(checked: dict, merged: dict) -> dict[str, GridCase]:
     return {path: load_grid_case(path) for path in (paths if isinstance(paths, list) else [paths])}
 
 
-# [graph] keys added after the first studies: left out of the resolved config unless given,
-# so that the studies written before them keep their config hash (and can be resumed).
-OPTIONAL_GRAPH_KEYS = ("n_communities", "charges_between_communities_only")
+# Keys added after the first studies: left out of the resolved config unless given, so that
+# the studies written before them keep their config hash (and can be resumed).
+OPTIONAL_KEYS = {"graph": ("n_communities", "charges_between_communities_only"),
+                 "solver": ("rho_balance", "rho_balance_factor", "rho_balance_every")}
 
 
-def _omit_unused_graph_keys(checked: dict, merged: dict) -> None:
-    if "graph" in checked:
-        for key in OPTIONAL_GRAPH_KEYS:
-            if key not in merged.get("graph", {}):
-                del checked["graph"][key]
+def _omit_unused_keys(checked: dict, merged: dict) -> None:
+    for section, keys in OPTIONAL_KEYS.items():
+        if section in checked:
+            for key in keys:
+                if key not in merged.get(section, {}):
+                    del checked[section][key]
 
 
 def _check_cell(cell: Cell) -> None:
@@ -380,6 +396,9 @@ def _check_cell(cell: Cell) -> None:
             raise InputError("solver.algorithm", "the energy and reserve market runs the ADMM "
                                                  "only (\"admm\")")
     solver = cell.solver
+    if solver.rho_balance and (solver.algorithm != "admm" or cell.reserve is not None):
+        raise InputError("solver.rho_balance", "residual balancing is an option of the P2P ADMM "
+                                               "(algorithm \"admm\", no [reserve]) only")
     if solver.trace_every % solver.check_every:
         raise InputError("solver.trace_every", f"must be a multiple of solver.check_every "
                                                f"({solver.check_every}), got {solver.trace_every}")

@@ -44,7 +44,12 @@ from jaxmarket.schedules import power_laws
 
 class SolverOptions(NamedTuple):
     algorithm: str = "admm"
-    rho: float = 1.0  # ADMM and CED penalty
+    rho: float = 1.0  # ADMM and CED penalty (ADMM with balancing: the initial one)
+    # ADMM residual balancing of rho (admm.RhoBalancing): 0 keeps rho fixed (the thesis),
+    # else the residual ratio that changes rho by rho_balance_factor every rho_balance_every.
+    rho_balance: float = 0.0
+    rho_balance_factor: float = 2.0
+    rho_balance_every: int = 10
     eps_primal: float = 1e-4
     eps_dual: float = 1e-4
     max_iter: int = 10_000
@@ -74,6 +79,13 @@ def _admm_params(options: SolverOptions, n_cases: int, dtype):
                              (options.rho, options.eps_primal, options.eps_dual)))
 
 
+def _admm(options: SolverOptions) -> Algorithm:
+    if not options.rho_balance:
+        return admm.ALGORITHM
+    return admm.make(admm.RhoBalancing(options.rho_balance, options.rho_balance_factor,
+                                       options.rho_balance_every))
+
+
 def _rci_params(options: SolverOptions, n_cases: int, dtype):
     return rci.params(n_cases, options.eps_price, options.eps_power, options.eps_primal,
                       options.eps_dual, dtype)
@@ -90,7 +102,7 @@ def _rci(options: SolverOptions, central_node: bool) -> Algorithm:
 
 
 ALGORITHMS = {
-    "admm": Method(lambda options: admm.ALGORITHM, _admm_params),
+    "admm": Method(_admm, _admm_params),
     "rci": Method(partial(_rci, central_node=False), _rci_params),
     "pcmbed": Method(partial(_rci, central_node=True), _rci_params),
     "ced": Method(lambda options: ced.ALGORITHM, partial(_ced_params, mean_imbalance=False),

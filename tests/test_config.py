@@ -91,6 +91,21 @@ def test_config_hash():
     assert resolve({"run": {"out": "elsewhere"}}, "study").config_hash == base
     assert resolve({"solver": {"rho": 2}}, "study").config_hash != base
     assert resolve({}, "other").config_hash != base
+    assert resolve({"solver": {"rho_balance": 3}}, "study").config_hash != base
+
+
+def test_residual_balancing_is_an_admm_option():
+    study = resolve({"solver": {"rho_balance": 3, "rho_balance_every": 5}}, "study")
+    solver = study.cells[0].solver
+    assert (solver.rho_balance, solver.rho_balance_factor, solver.rho_balance_every) == (3.0, 2.0, 5)
+    assert "rho_balance" not in resolve({}, "study").config["solver"]
+    with pytest.raises(InputError, match="^solver.rho_balance: must be 0 .fixed rho. or a ratio"):
+        resolve({"solver": {"rho_balance": 0.5}}, "study")
+    with pytest.raises(InputError, match="^solver.rho_balance: residual balancing is an option "
+                                         "of the P2P ADMM"):
+        resolve({"solver": {"algorithm": "rci", "rho_balance": 3}}, "study")
+    with pytest.raises(InputError, match="^solver.rho_balance_factor: must be > 1"):
+        resolve({"solver": {"rho_balance_factor": 1}}, "study")
 
 
 def test_solver_options():

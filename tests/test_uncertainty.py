@@ -221,7 +221,10 @@ def test_reserve_study_through_the_sweep_and_the_report(tmp_path):
     assert rows.coverage_global.between(0, 1).all() and (rows.n_uncertain == 2).all()
     by_allocation = {name: group.set_index("case_index").sort_index()
                      for name, group in rows.groupby("allocation")}
-    np.testing.assert_array_equal(by_allocation["rel_1"].cost, by_allocation["abs_sigma"].cost)
+    # Equal in exact arithmetic; the two allocations compute the reserve shares differently,
+    # so a last bit may differ.
+    np.testing.assert_allclose(by_allocation["rel_1"].cost, by_allocation["abs_sigma"].cost,
+                               rtol=1e-13)
     result = invoke("report", outs["continuous"])
     assert result.exit_code == 0, result.output
     assert (outs["continuous"] / "report" / "uncertainty.csv").stat().st_size > 0
