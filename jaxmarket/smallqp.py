@@ -25,6 +25,7 @@ tested) in a number of iterations that barely depends on the data.
 
 from __future__ import annotations
 
+from functools import partial
 from typing import NamedTuple
 
 import jax
@@ -180,10 +181,12 @@ def _solve_one(q, c, A, rhs, lo, hi, tol, max_iter, eta):
     return QPSolution(z, pt.y * price, objective, k, done(m))
 
 
+@partial(jax.jit, static_argnames=("tol", "max_iter", "eta"))
 def solve_qp(q, c, A, rhs, lo, hi, tol=None, max_iter=80, eta=0.995) -> QPSolution:
     """Solve a batch of QPs: every argument has the same leading batch axes (any number),
     then ``(n,)`` or, for ``A``, ``(m, n)``. ``tol`` defaults to ``TOLERANCE_EPS`` machine
-    epsilons of the dtype."""
+    epsilons of the dtype. Compiled (once per shape): called eagerly, the vmapped loop was
+    traced and compiled anew on every call."""
     if tol is None:
         tol = TOLERANCE_EPS * float(jnp.finfo(c.dtype).eps)
     batch = c.ndim - 1
