@@ -34,7 +34,10 @@ def sweep(root: Path, study: Path, out: Path, overrides: list[str], flags: list[
     command = [sys.executable, "-m", "jaxmarket", "sweep", str(study), "--out", str(out), *flags]
     for assignment in overrides:
         command += ["--set", assignment]
-    environment = {**os.environ, "PYTHONPATH": str(root), "PYTHONDONTWRITEBYTECODE": "1"}
+    # Every run compiles afresh: the persistent cache would hand later runs the programs
+    # that earlier ones compiled.
+    environment = {**os.environ, "PYTHONPATH": str(root), "PYTHONDONTWRITEBYTECODE": "1",
+                   "JAX_ENABLE_COMPILATION_CACHE": "false"}
     start, children = time.perf_counter(), os.times()
     subprocess.run(command, cwd=root, env=environment, check=True, stdout=subprocess.DEVNULL)
     after = os.times()

@@ -2,6 +2,9 @@
 states, and ``jaxmarket solve`` on the New England case."""
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -83,6 +86,18 @@ def test_sweep_states(tmp_path, study_file):
     assert_user_error(unfinished, f"run.out: {out} holds an unfinished study (5/6 chunks); use --resume")
     resumed = invoke("sweep", study_file, "--out", out, "--set", "graph.sparsity=0.25", "--resume")
     assert resumed.exit_code == 0 and "1 chunks (2 cases) written" in resumed.stdout
+
+
+def test_compiled_programs_are_kept_between_runs(tmp_path):
+    """The CLI keeps compiled programs in the per-user cache folder (a fresh process, so
+    that the folder is set before anything compiles)."""
+    environment = {key: v for key, v in os.environ.items() if not key.startswith("JAX_")}
+    command = [sys.executable, "-m", "jaxmarket", "solve", str(DATA / "new_england_31.json"),
+               "--max-iter", "5"]
+    run = subprocess.run(command, env={**environment, "XDG_CACHE_HOME": str(tmp_path)},
+                         capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    assert any((tmp_path / "jaxmarket" / "xla").iterdir())
 
 
 def test_solve_new_england(tmp_path):
