@@ -9,7 +9,11 @@ update on both ends of a trade, so ``lambda_nm = lambda_mn`` throughout.
 The penalty is the thesis' fixed rho by default. With ``RhoBalancing`` it follows residual
 balancing (Boyd et al. 2011, section 3.4.1): every ``every`` iterations rho is multiplied by
 ``factor`` where the primal residual exceeds ``ratio`` times the dual one, and divided by it
-where the dual residual exceeds ``ratio`` times the primal one. Both residuals are the
+where the dual residual exceeds ``ratio`` times the primal one, within a factor
+``1 / sqrt(eps)`` of the initial rho (2.9e3 in float32, 6.7e7 in float64): in float32 an
+unbounded rho fell so low that the price updates ``rho (p_nm + p_mn) / 2`` vanished below
+the rounding of the prices and the iteration locked, while float64 cases do use a rho
+below 1e-3 of the initial one to speed up. Both residuals are the
 global ones of the stopping rule (T3.13), which every agent already receives, so the update
 costs no message; the prices are unscaled, so they need no rescaling when rho changes.
 Distance-based charges make the optimal trades a vertex of a transportation-like polytope
@@ -96,6 +100,8 @@ def step(balancing: RhoBalancing | None, community: Community, params: ADMMParam
         next_rho = jnp.where(due & (primal > balancing.ratio * dual), next_rho * balancing.factor,
                              jnp.where(due & (dual > balancing.ratio * primal),
                                        next_rho / balancing.factor, next_rho))
+        limit = float(jnp.finfo(next_rho.dtype).eps) ** -0.5
+        next_rho = jnp.clip(next_rho, params.rho / limit, params.rho * limit)
     return ADMMState(trades, jnp.where(community.edges, prices, 0.0), decision.power,
                      decision.perceived_price, next_rho, count)
 
