@@ -11,6 +11,7 @@ from oracle import clarabel_p2p
 from jaxmarket import admm
 from jaxmarket.community import concatenate, full_graph, make_community
 from jaxmarket.driver import DriverOptions, iterate
+from jaxmarket.generator import GeneratorParams, generate
 from jaxmarket.pool import pool_dispatch
 
 EPS = 1e-6
@@ -80,6 +81,18 @@ def test_residual_balancing_reaches_the_optimum(charges):
     assert_feasible(community, result, EPS)
     assert clarabel_gaps(community, result.state.trades).max() <= 1e-6
     assert np.any(np.asarray(result.state.rho) != 1.0)
+
+
+def test_balanced_rho_does_not_lock_in_float32():
+    """A sparsity-study case where an unbounded rho fell to 4e-6 in float32: the price
+    updates vanished below the prices' rounding and the residual stayed at 4.7."""
+    community = generate(0, [2] * 8, 25, GeneratorParams(charge_per_distance=1.0),
+                         sparsity=0.75, dtype=jnp.float32)
+    n, eps = community.n_cases, 1e-3
+    params = admm.ADMMParams(*(jnp.full(n, v, jnp.float32) for v in (1.0, eps, eps)))
+    result = iterate(admm.make(admm.RhoBalancing()), community, params, DriverOptions(3000))
+    assert float(result.state.rho.min()) >= 0.99 * float(jnp.finfo(jnp.float32).eps) ** (1 / 3)
+    assert float(result.residuals.primal.max()) <= 10 * eps
 
 
 def test_new_england_reproduces_the_published_market(new_england):
