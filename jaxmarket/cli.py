@@ -39,6 +39,7 @@ from jaxmarket.solve import solve_batch
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   rich_markup_mode=None, help="Batched Monte Carlo studies of P2P electricity markets.")
 
+
 @app.callback()
 def _use_compilation_cache() -> None:
     if not os.environ.get("JAX_COMPILATION_CACHE_DIR"):

@@ -48,8 +48,8 @@ class SolverOptions(NamedTuple):
     # ADMM residual balancing of rho (admm.RhoBalancing): 0 keeps rho fixed (the thesis),
     # else the residual ratio that changes rho by rho_balance_factor every rho_balance_every.
     rho_balance: float = 0.0
-    rho_balance_factor: float = 2.0
-    rho_balance_every: int = 10
+    rho_balance_factor: float = admm.RhoBalancing._field_defaults["factor"]
+    rho_balance_every: int = admm.RhoBalancing._field_defaults["every"]
     eps_primal: float = 1e-4
     eps_dual: float = 1e-4
     max_iter: int = 10_000
