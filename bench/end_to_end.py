@@ -1,14 +1,17 @@
-"""End-to-end sweep time of the two drivers, run one after the other in one invocation.
+"""End-to-end sweep time of the drivers, run one after the other in one invocation.
 
     python -m bench.end_to_end [--set run.cases_per_cell=100] [--baseline DIR]
 
 Runs ``jaxmarket sweep sweeps/sparsity.toml`` with ``--driver continuous`` on every CPU
-core as a device and on one device, and with ``--driver blocked`` on one device (the plain
-driver as it always ran), each in a fresh process into a temporary directory, checks that
-all datasets hold the same rows (timing columns aside), and prints a Markdown table: wall
-and CPU time of the whole command (imports, compilation, generation, references, writes),
-lane utilisation, speed-up. With ``--baseline`` a checkout of an earlier commit is timed
-too, with the same command. The machine may be shared: the load average is printed.
+core as a device and on one device, with ``--driver blocked`` (cache-sized blocks, each
+until its slowest case stops) and with ``--driver plain`` (one loop per queue of chunks
+until its slowest case stops: the naive vectorised loop), both on one device, each in a
+fresh process into a temporary directory, checks that all datasets hold the same rows
+(timing columns aside), and prints a Markdown table: wall and CPU time of the whole
+command (imports, compilation, generation, references, writes), lane utilisation,
+speed-up over the blocked and the plain driver. With ``--baseline`` a checkout of an
+earlier commit is timed too, with the same command. The machine may be shared: the load
+average is printed.
 """
 
 from __future__ import annotations
@@ -63,6 +66,7 @@ def main() -> None:
     if args.baseline:
         runs.append(("blocked, runner before this work", args.baseline, []))
     runs.append(("blocked, 1 CPU device", ROOT, ["--driver", "blocked", "--cpu-devices", "1"]))
+    runs.append(("plain, 1 CPU device", ROOT, ["--driver", "plain", "--cpu-devices", "1"]))
     load = os.getloadavg()[0]
     table = []
     with tempfile.TemporaryDirectory() as folder:
@@ -75,17 +79,19 @@ def main() -> None:
         reference = rows(table[-1][-1])
         for *_, out in table[:-1]:
             pd.testing.assert_frame_equal(rows(out), reference, check_exact=True)
-    blocked = table[-1][1]
+    blocked, plain = table[-2][1], table[-1][1]
     print(f"- Command: `python -m bench.end_to_end {' '.join('--set ' + o for o in overrides)}`"
           f" on `{args.study.relative_to(ROOT)}`")
     print(f"- Date: {datetime.date.today()}; machine: {platform.processor() or platform.machine()}, "
           f"{os.cpu_count()} cores; load average {load:.1f} before, {os.getloadavg()[0]:.1f} after")
     print("- Rows of every run identical (timing columns aside): checked\n")
-    print("| run | wall time (s) | CPU time (s) | lane utilisation | speed-up over blocked |")
-    print("|---|---:|---:|---:|---:|")
+    print("| run | wall time (s) | CPU time (s) | lane utilisation | speed-up over blocked "
+          "| speed-up over plain |")
+    print("|---|---:|---:|---:|---:|---:|")
     for name, seconds, cpu, utilisation, _ in table:
         shown = "–" if utilisation is None else f"{utilisation:.1%}"
-        print(f"| {name} | {seconds:.1f} | {cpu:.1f} | {shown} | {blocked / seconds:.2f}× |")
+        print(f"| {name} | {seconds:.1f} | {cpu:.1f} | {shown} | {blocked / seconds:.2f}× "
+              f"| {plain / seconds:.2f}× |")
 
 
 if __name__ == "__main__":

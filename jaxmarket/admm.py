@@ -4,7 +4,9 @@ Every agent n solves its local problem exactly (``jaxmarket.local``) against the
 half-difference ``y_nm = (p_nm - p_mn) / 2`` of the last trades and the trade prices
 ``lambda_nm``; the prices then move with the reciprocity mismatch,
 ``lambda_nm <- lambda_nm - rho (p_nm + p_mn) / 2``. Prices start at 0 and receive the same
-update on both ends of a trade, so ``lambda_nm = lambda_mn`` throughout.
+update on both ends of a trade, so ``lambda_nm = lambda_mn`` throughout. The trades live on
+the dense (B, N, N) layout or on neighbour lists (``jaxmarket.neighbours``); the same
+functions serve both.
 
 The penalty is the thesis' fixed rho by default. With ``RhoBalancing`` it follows residual
 balancing (Boyd et al. 2011, section 3.4.1): every ``every`` iterations rho is multiplied by
@@ -29,10 +31,12 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from jaxmarket import neighbours
 from jaxmarket.community import Community
 from jaxmarket.driver import Algorithm
 from jaxmarket.local import solve_agents
 from jaxmarket.metrics import p2p_objective
+from jaxmarket.neighbours import NeighbourLists
 
 
 class ADMMParams(NamedTuple):
@@ -42,8 +46,8 @@ class ADMMParams(NamedTuple):
 
 
 class ADMMState(NamedTuple):
-    trades: jax.Array  # (B, N, N) p_nm
-    prices: jax.Array  # (B, N, N) lambda_nm
+    trades: jax.Array  # (B, N, N) p_nm; (B, N, D) on neighbour lists
+    prices: jax.Array  # (B, N, N) lambda_nm; (B, N, D) on neighbour lists
     power: jax.Array  # (B, N) p_n = sum_m p_nm
     perceived_price: jax.Array  # (B, N) mu_n
     rho: jax.Array  # (B,) penalty of the next iteration
@@ -68,34 +72,44 @@ def _swap(m):
     return jnp.swapaxes(m, -1, -2)
 
 
-def _residual_norms(previous_trades, trades):
+def _unpack(problem: Community | NeighbourLists):
+    """The community and the map to the reverse trades p_mn: a transpose on the dense
+    layout, a gather on neighbour lists (``jaxmarket.neighbours``)."""
+    if isinstance(problem, NeighbourLists):
+        return problem.community, functools.partial(neighbours.reverse, problem.mirror)
+    return problem, _swap
+
+
+def _residual_norms(previous_trades, trades, reverse):
     """(B,) sqrt(sum_n r_n) and sqrt(sum_n s_n) (T3.13)."""
-    mismatch = trades + _swap(trades)
+    mismatch = trades + reverse(trades)
     change = trades - previous_trades
     return jnp.sqrt((mismatch**2).sum((-1, -2))), jnp.sqrt((change**2).sum((-1, -2)))
 
 
-def init(community: Community, params: ADMMParams) -> ADMMState:
+def init(problem: Community | NeighbourLists, params: ADMMParams) -> ADMMState:
+    community, _ = _unpack(problem)
     zeros = jnp.zeros_like(community.charge)
     return ADMMState(zeros, zeros, community.a * 0, community.a * 0, params.rho,
                      jnp.zeros(params.rho.shape, jnp.int32))
 
 
-def step(balancing: RhoBalancing | None, community: Community, params: ADMMParams,
-         state: ADMMState) -> ADMMState:
+def step(balancing: RhoBalancing | None, problem: Community | NeighbourLists,
+         params: ADMMParams, state: ADMMState) -> ADMMState:
+    community, reverse = _unpack(problem)
     rho = state.rho[:, None]
-    half_difference = 0.5 * (state.trades - _swap(state.trades))
+    half_difference = 0.5 * (state.trades - reverse(state.trades))
     target = half_difference + (state.prices - community.charge) / rho[..., None]
     target = jnp.where(community.edges, target, 0.0)
     decision = solve_agents(target, community.trade_min, community.trade_max, community.a,
                             community.b, community.p_min, community.p_max, rho,
                             guess=state.perceived_price)
     trades = decision.trades
-    prices = state.prices - 0.5 * rho[..., None] * (trades + _swap(trades))
+    prices = state.prices - 0.5 * rho[..., None] * (trades + reverse(trades))
     count = state.count + 1
     next_rho = state.rho
     if balancing is not None:
-        primal, dual = _residual_norms(state.trades, trades)
+        primal, dual = _residual_norms(state.trades, trades, reverse)
         due = count % balancing.every == 0
         next_rho = jnp.where(due & (primal > balancing.ratio * dual), next_rho * balancing.factor,
                              jnp.where(due & (dual > balancing.ratio * primal),
@@ -106,9 +120,10 @@ def step(balancing: RhoBalancing | None, community: Community, params: ADMMParam
                      decision.perceived_price, next_rho, count)
 
 
-def residuals(community: Community, params: ADMMParams, previous: ADMMState,
+def residuals(problem: Community | NeighbourLists, params: ADMMParams, previous: ADMMState,
               current: ADMMState) -> Residuals:
-    return Residuals(*_residual_norms(previous.trades, current.trades),
+    community, reverse = _unpack(problem)
+    return Residuals(*_residual_norms(previous.trades, current.trades, reverse),
                      p2p_objective(community, current.trades))
 
 

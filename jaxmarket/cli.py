@@ -78,7 +78,8 @@ def sweep(
     overwrite: bool = typer.Option(False, "--overwrite", help="Delete the existing dataset and start over."),
     set_: Optional[list[str]] = typer.Option(None, "--set", metavar="KEY=VALUE", help=SET_HELP),
     driver: str = typer.Option("continuous", metavar="NAME",
-                               help="continuous (lanes refilled as cases stop) or blocked; same rows."),
+                               help="continuous (lanes refilled as cases stop), blocked (cache-sized blocks) "
+                                    "or plain (one loop per batch); same rows."),
     cpu_devices: int = typer.Option(0, metavar="N", help="JAX devices on a CPU (0: one per core)."),
 ):
     """Run a study and write its Parquet dataset."""

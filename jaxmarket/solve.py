@@ -18,9 +18,11 @@ iteration. NaN when the final gap is above t (never reached within ``max_iter``)
 for lack of a measure, in every row of a run without a trace. The long trace carries
 the gap of every traced iteration (``optimality_gap``).
 
-Two drivers give the same rows (``jaxmarket.driver``): ``continuous`` (the default) serves
+Three drivers give the same rows (``jaxmarket.driver``): ``continuous`` (the default) serves
 the batch as a queue to a fixed number of lanes on every local device, ``blocked`` iterates
-it in blocks of the same size, each block until its slowest case has stopped.
+it in blocks of the same size (cache-sized on a CPU), each block until its slowest case has
+stopped, and ``plain`` iterates the whole batch in one loop until its slowest case has
+stopped (the naive vectorised loop, kept as the baseline of the benchmarks).
 """
 
 from __future__ import annotations
@@ -32,8 +34,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxmarket import admm, ced, rci
-from jaxmarket.community import Community, astype
+from jaxmarket import admm, ced, neighbours, rci
+from jaxmarket.community import Community, astype, take
 from jaxmarket.driver import Algorithm, DriverOptions, DriverResult, iterate
 from jaxmarket.errors import InputError
 from jaxmarket.metrics import market_metrics, optimality_gap
@@ -119,19 +121,39 @@ CPU_TRADES_PER_BLOCK = 8_192
 
 # Lanes per accelerator: enough trades to fill it (not yet measured on a GPU).
 GPU_TRADES_PER_DEVICE = 2**22
-DRIVERS = ("continuous", "blocked")
+DRIVERS = ("continuous", "blocked", "plain")
 MIN_LANES = 8
 CASES_PER_LANE = 16
 
 
-def default_block_size(community: Community) -> int:
-    """Cases per driver block: cache-sized on a CPU, the whole batch elsewhere."""
+def default_block_size(community: Community, width: int = 0) -> int:
+    """Cases per driver block: cache-sized on a CPU, the whole batch elsewhere. ``width``:
+    trade slots per agent on neighbour lists (0: the dense N)."""
     if jax.default_backend() != "cpu":
         return 0
-    return max(1, CPU_TRADES_PER_BLOCK // community.n_max**2)
+    return max(1, CPU_TRADES_PER_BLOCK // (community.n_max * (width or community.n_max)))
 
 
-def driver_options(community: Community, options: SolverOptions, driver: str) -> DriverOptions:
+# ADMM runs a case on neighbour lists when their width, the case's largest degree rounded up
+# to a multiple of WIDTH_MULTIPLE (few compiled shapes), is at most this share of N: measured
+# faster from there on at N = 25-200 on a CPU (bench/RESULTS.md).
+NEIGHBOUR_LIST_SHARE = 0.7
+WIDTH_MULTIPLE = 8
+
+
+def neighbour_widths(community: Community, options: SolverOptions) -> np.ndarray:
+    """(B,) trade slots per agent of each case's ADMM kernel on neighbour lists
+    (``jaxmarket.neighbours``), 0 for the dense (B, N, N) layout. A function of the case
+    alone (its largest degree and N), so a row does not depend on the other cases of its
+    batch: the width changes the last bits of the arithmetic."""
+    if options.algorithm != "admm":
+        return np.zeros(community.n_cases, int)
+    width = -(-np.maximum(1, neighbours.degrees(community)) // WIDTH_MULTIPLE) * WIDTH_MULTIPLE
+    return np.where(width <= NEIGHBOUR_LIST_SHARE * community.n_max, width, 0)
+
+
+def driver_options(community: Community, options: SolverOptions, driver: str,
+                   width: int = 0) -> DriverOptions:
     """The driver's settings: the blocked loop, or continuous batching on every local device
     the batch can keep busy, with enough cases queued per lane (``CASES_PER_LANE``) for the
     lanes to drain late, at most as many lanes as a block has cases (cache-sized on a CPU)
@@ -142,10 +164,12 @@ def driver_options(community: Community, options: SolverOptions, driver: str) ->
         raise InputError("driver", f"unknown driver {driver!r}; choose one of {list(DRIVERS)}")
     n_cases = community.n_cases
     base = DriverOptions(options.max_iter, options.check_every, options.trace_every,
-                         block_size=default_block_size(community))
+                         block_size=default_block_size(community, width))
     if driver == "blocked":
         return base
-    most = base.block_size or max(1, GPU_TRADES_PER_DEVICE // community.n_max**2)
+    if driver == "plain":
+        return base._replace(block_size=0)
+    most = base.block_size or max(1, GPU_TRADES_PER_DEVICE // (community.n_max * (width or community.n_max)))
     devices = min(jax.local_device_count(), max(1, n_cases // MIN_LANES))
     per_device = -(-n_cases // devices)
     lanes = min(per_device, most, max(MIN_LANES, -(-per_device // CASES_PER_LANE)))
@@ -184,14 +208,43 @@ def solve_batch(community: Community, options: SolverOptions,
 
 def run_market(community: Community, options: SolverOptions,
                driver: str = "continuous") -> DriverResult:
-    """The distributed algorithm alone on every case of the batch (the costly part)."""
+    """The distributed algorithm alone on every case of the batch (the costly part). Cases
+    run on the trade layout ``neighbour_widths`` gives them, one queue per layout; trades
+    and prices come back on the dense layout."""
     if options.algorithm not in ALGORITHMS:
         raise InputError("solver.algorithm", f"unknown algorithm {options.algorithm!r}; "
                                              f"choose one of {sorted(ALGORITHMS)}")
+    widths = neighbour_widths(community, options)
+    layouts = np.unique(widths)
+    if len(layouts) == 1:
+        return _run_layout(community, options, driver, int(layouts[0]))
+    # At least MIN_LANES cases per queue (copies of its last case), as in an unsplit batch:
+    # fewer lanes change the last bits.
+    least = min(MIN_LANES, community.n_cases)
+    parts = [np.flatnonzero(widths == width) for width in layouts]
+    results = [_run_layout(take(community, np.pad(cases, (0, max(0, least - len(cases))), "edge")),
+                           options, driver, int(width))
+               for cases, width in zip(parts, layouts)]
+    order = np.argsort(np.concatenate(parts), kind="stable")
+    merged = jax.tree_util.tree_map(
+        lambda *v: jnp.concatenate([x[:len(c)] for x, c in zip(v, parts)])[order],
+        *(r._replace(lane_iterations=None) for r in results))
+    return merged._replace(lane_iterations=sum(r.lane_iterations for r in results))
+
+
+def _run_layout(community: Community, options: SolverOptions, driver: str,
+                width: int) -> DriverResult:
+    """The algorithm on the dense layout (``width`` 0) or on neighbour lists of ``width``."""
     method = ALGORITHMS[options.algorithm]
     params = method.params(options, community.n_cases, community.dtype)
-    return iterate(method.algorithm(options), community, params,
-                   driver_options(community, options, driver))
+    problem = neighbours.neighbour_lists(community, width) if width else community
+    result = iterate(method.algorithm(options), problem, params,
+                     driver_options(community, options, driver, width))
+    if not width:
+        return result
+    trades, prices = (neighbours.to_dense(problem.partner, v)
+                      for v in (result.state.trades, result.state.prices))
+    return result._replace(state=result.state._replace(trades=trades, prices=prices))
 
 
 def driver_columns(result: DriverResult) -> dict[str, jax.Array]:

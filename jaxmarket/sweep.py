@@ -45,7 +45,8 @@ from jaxmarket.community import Community, concatenate, take
 from jaxmarket.config import Cell, Study
 from jaxmarket.errors import InputError
 from jaxmarket.reserve_study import run_reserve_market, tabulate_reserve
-from jaxmarket.solve import DRIVERS, SolverOptions, driver_options, run_market, tabulate
+from jaxmarket.solve import (DRIVERS, SolverOptions, driver_options, neighbour_widths, run_market,
+                             tabulate)
 
 TIMING_COLUMNS = ("wall_time_s",)  # the only columns allowed to differ between two runs
 MANIFEST = "manifest.json"
@@ -196,6 +197,15 @@ def run_cell(study: Study, cell: Cell, community: Community, indices: np.ndarray
     if cell.reserve is None:
         return run_market(community, solver, driver)
     return run_reserve_market(community, cell.reserve, study.seed, indices, solver, driver)
+
+
+def trade_layouts(group: Group, community: Community) -> dict[str, int]:
+    """Cases of the queue per trade layout of the kernel ("dense", "neighbours/D"), logged in
+    the manifest; the energy and reserve market always runs dense."""
+    if group.cell.reserve is not None:
+        return {"dense": community.n_cases}
+    widths, counts = np.unique(neighbour_widths(community, group.cell.solver), return_counts=True)
+    return {f"neighbours/{w}" if w else "dense": int(c) for w, c in zip(widths, counts)}
 
 
 def tabulate_cell(cell: Cell, community: Community, solver: SolverOptions, market):
@@ -402,7 +412,8 @@ def run(plan: Plan, driver: str = "continuous") -> Iterator[Chunk]:
         writing = None
         for group in groups(study, plan.pending):
             community, indices = group_communities(study, group)
-            key = (compile_key(group.cell), group.slots)
+            layouts = trade_layouts(group, community)
+            key = (compile_key(group.cell), group.slots, tuple(layouts))
             if key not in compiled:  # wall_time_s never includes compilation
                 warm_up(study, group, community, indices, driver)
                 compiled.add(key)
@@ -410,7 +421,8 @@ def run(plan: Plan, driver: str = "continuous") -> Iterator[Chunk]:
             options = driver_options(community, group.cell.solver, driver)
             stats = {"cell": group.cell.index, "chunks": len(group.chunks),
                      "queue": community.n_cases, "lanes": options.lanes or options.block_size,
-                     "devices": options.devices if options.lanes else 1, **stats}
+                     "devices": options.devices if options.lanes else 1,
+                     "trade_layouts": layouts, **stats}
             if writing is not None:
                 yield from writing.result()
             writing = writer.submit(write, solved, stats)

@@ -178,15 +178,16 @@ def test_diverging_cases_stay_rows(tmp_path, monkeypatch):
 
 
 def test_rows_do_not_depend_on_the_driver_or_the_queue(tmp_path, monkeypatch, baseline):
-    """The blocked driver, and queues of two chunks (the last one padded with a copy of its
-    last case), give the rows of the baseline (continuous, one queue per cell)."""
-    (tmp_path / "blocked").mkdir()
+    """The blocked and plain drivers, and queues of two chunks (the last one padded with a
+    copy of its last case), give the rows of the baseline (continuous, one queue per cell)."""
+    for driver in ("blocked", "plain"):
+        (tmp_path / driver).mkdir()
+        study = tiny_study(tmp_path / driver)
+        list(sweep.run(sweep.prepare(study), driver=driver))
+        assert_same_dataset(study.out, baseline)
+        manifest = json.loads((study.out / sweep.MANIFEST).read_text())["execution"]
+        assert manifest["driver"] == driver and 0 < manifest["lane_utilisation"] <= 1
     (tmp_path / "small").mkdir()
-    blocked = tiny_study(tmp_path / "blocked")
-    list(sweep.run(sweep.prepare(blocked), driver="blocked"))
-    assert_same_dataset(blocked.out, baseline)
-    manifest = json.loads((blocked.out / sweep.MANIFEST).read_text())["execution"]
-    assert manifest["driver"] == "blocked" and 0 < manifest["lane_utilisation"] <= 1
 
     monkeypatch.setattr(sweep, "queue_cases", lambda n_agents: 14)
     small = tiny_study(tmp_path / "small")
