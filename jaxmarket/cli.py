@@ -81,20 +81,36 @@ def sweep(
                                help="continuous (lanes refilled as cases stop), blocked (cache-sized blocks) "
                                     "or plain (one loop per batch); same rows."),
     cpu_devices: int = typer.Option(0, metavar="N", help="JAX devices on a CPU (0: one per core)."),
+    distributed: bool = typer.Option(False, "--distributed", help=(
+        "One of several processes of a study (jax.distributed; Slurm and Open MPI are detected, "
+        "else give the three options below): each takes every P-th chunk.")),
+    coordinator: Optional[str] = typer.Option(None, metavar="HOST:PORT",
+                                              help="--distributed: address of process 0."),
+    num_processes: Optional[int] = typer.Option(None, metavar="P", help="--distributed: processes."),
+    process_id: Optional[int] = typer.Option(None, metavar="I", help="--distributed: this process."),
 ):
     """Run a study and write its Parquet dataset."""
     with _user_errors():
         runner.use_cpu_devices(cpu_devices)
         runner.check_driver(driver)
+        if not distributed and (coordinator, num_processes, process_id) != (None, None, None):
+            raise InputError("--coordinator", "--coordinator, --num-processes and --process-id "
+                                              "need --distributed")
+        if distributed:  # before JAX computes anything
+            jax.distributed.initialize(coordinator, num_processes, process_id)
         study = load_study(file, set_ or (), out)
-        plan = runner.prepare(study, resume=resume, overwrite=overwrite)
-    total, pending = len(plan.chunks), plan.pending
+        plan = runner.prepare(study, resume=resume, overwrite=overwrite,
+                              process=jax.process_index(), processes=jax.process_count())
+    # A process of a multi-process run counts the chunks it takes.
+    total, pending = len(plan.assigned), plan.pending
+    share = "" if plan.processes == 1 else f" (process {plan.process} of {plan.processes})"
     if not pending:
-        typer.echo(f"{study.name}: all {total} chunks are already in {study.out}; nothing to do "
-                   f"(--overwrite reruns the study)")
+        typer.echo(f"{study.name}: all {total} chunks{share} are already in {study.out}; nothing "
+                   f"to do (--overwrite reruns the study)")
         return
     done, cases = total - len(pending), sum(c.n_cases for c in pending)
-    typer.echo(f"{study.name}: running {len(pending)} of {total} chunks ({cases} cases) into {study.out}")
+    typer.echo(f"{study.name}: running {len(pending)} of {total} chunks ({cases} cases) into "
+               f"{study.out}{share}")
     console, start = Console(stderr=True), time.perf_counter()
     with _user_errors(), _progress(console) as progress:
         task = progress.add_task(study.name, total=cases, chunks=f"{done}/{total}")
@@ -108,7 +124,7 @@ def sweep(
             typer.echo(f"interrupted after {done}/{total} chunks; rerun the same command with "
                        f"--resume to continue", err=True)
             raise typer.Exit(130) from None
-    execution = runner.read_manifest(study.out)["execution"]
+    execution = runner.read_manifest(study.out, plan.manifest)["execution"]
     typer.echo(f"{study.name}: {len(pending)} chunks ({cases} cases) written to {study.out} "
                f"in {time.perf_counter() - start:.1f} s ({driver} driver, lane utilisation "
                f"{execution['lane_utilisation']:.1%})")

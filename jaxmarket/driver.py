@@ -107,23 +107,28 @@ def _finite(tree):
 
 
 @partial(jax.jit, static_argnames=("algorithm", "options"))
-def iterate(algorithm: Algorithm, problem, params, options: DriverOptions) -> DriverResult:
-    """Iterate every case of the batch (leading axis of ``problem`` and ``params``)."""
+def iterate(algorithm: Algorithm, problem, params, options: DriverOptions,
+            queued=None) -> DriverResult:
+    """Iterate every case of the batch (leading axis of ``problem`` and ``params``), or only
+    the first ``queued`` ones (a traced count, so that queues of varying length share one
+    compiled shape): the rows after them are placeholders that never run (0 iterations,
+    neither converged nor diverged)."""
     n_cases = jax.tree_util.tree_leaves(params)[0].shape[0]
+    waiting = jnp.arange(n_cases) < (n_cases if queued is None else queued)
     if options.lanes and options.devices > 1:
-        return _over_devices(algorithm, problem, params, options)
+        return _over_devices(algorithm, problem, params, waiting, options)
     if options.lanes:
-        return _continuous(algorithm, problem, params, options)
+        return _continuous(algorithm, problem, params, waiting, options)
     size = options.block_size
     if not size or size >= n_cases:
-        return _iterate(algorithm, problem, params, options)
+        return _iterate(algorithm, problem, params, waiting, options)
     n_blocks = -(-n_cases // size)
     padding = n_blocks * size - n_cases
 
     def to_blocks(v):  # pad by repeating the last case; its copies are dropped below
         return _pad(v, padding).reshape((n_blocks, size) + v.shape[1:])
 
-    blocks = jax.tree_util.tree_map(to_blocks, (problem, params))
+    blocks = jax.tree_util.tree_map(to_blocks, (problem, params, waiting))
     result = jax.lax.map(lambda block: _iterate(algorithm, *block, options), blocks)
     spent = result.lane_iterations.sum()
     result = jax.tree_util.tree_map(lambda v: v.reshape((-1,) + v.shape[2:])[:n_cases],
@@ -135,7 +140,8 @@ def _pad(v, padding: int):
     return jnp.concatenate([v, jnp.repeat(v[-1:], padding, 0)]) if padding else v
 
 
-def _over_devices(algorithm: Algorithm, problem, params, options: DriverOptions) -> DriverResult:
+def _over_devices(algorithm: Algorithm, problem, params, waiting, options: DriverOptions
+                  ) -> DriverResult:
     """Continuous batching on each of ``options.devices`` local devices; case i runs on
     device i mod D (round-robin, so slow cases of a region of the queue are shared)."""
     n_cases = jax.tree_util.tree_leaves(params)[0].shape[0]
@@ -152,14 +158,14 @@ def _over_devices(algorithm: Algorithm, problem, params, options: DriverOptions)
         v = jnp.swapaxes(v.reshape((n_devices, per_device) + v.shape[1:]), 0, 1)
         return v.reshape((-1,) + v.shape[2:])[:n_cases]
 
-    def local(problem, params):
-        result = _continuous(algorithm, problem, params, options)
+    def local(problem, params, waiting):
+        result = _continuous(algorithm, problem, params, waiting, options)
         return result._replace(lane_iterations=result.lane_iterations[None])
 
     cases = PartitionSpec("cases")
     run = jax.shard_map(local, mesh=Mesh(np.array(devices), ("cases",)), in_specs=cases,
                         out_specs=cases, check_vma=False)
-    result = run(*jax.tree_util.tree_map(deal, (problem, params)))
+    result = run(*jax.tree_util.tree_map(deal, (problem, params, waiting)))
     spent = result.lane_iterations.sum()
     result = jax.tree_util.tree_map(collect, result._replace(lane_iterations=None))
     return result._replace(lane_iterations=spent)
@@ -182,7 +188,8 @@ def _check(algorithm: Algorithm, problem, params, every: int, stopped, state, re
     return after, _freeze(stopped, res, new_res), new_res, conv, div
 
 
-def _iterate(algorithm: Algorithm, problem, params, options: DriverOptions) -> DriverResult:
+def _iterate(algorithm: Algorithm, problem, params, waiting, options: DriverOptions
+             ) -> DriverResult:
     state0 = algorithm.init(problem, params)
     res0 = algorithm.residuals(problem, params, state0, state0)
     n_cases = jax.tree_util.tree_leaves(res0)[0].shape[0]
@@ -196,7 +203,7 @@ def _iterate(algorithm: Algorithm, problem, params, options: DriverOptions) -> D
 
     def block(carry):
         blk, state, res, iterations, conv, div, trace = carry
-        stopped = conv | div
+        stopped = conv | div | ~waiting
         after, res, new_res, new_conv, new_div = _check(
             algorithm, problem, params, options.check_every, stopped, state, res, conv, div)
         running = ~stopped
@@ -214,7 +221,7 @@ def _iterate(algorithm: Algorithm, problem, params, options: DriverOptions) -> D
 
     def keep_going(carry):
         blk, _, _, _, conv, div, _ = carry
-        return (blk < options.n_blocks) & ~jnp.all(conv | div)
+        return (blk < options.n_blocks) & ~jnp.all(conv | div | ~waiting)
 
     carry = (jnp.int32(0), state0, res0, jnp.zeros(n_cases, jnp.int32), zeros, zeros, trace0)
     blk, state, res, iterations, conv, div, trace = jax.lax.while_loop(keep_going, block, carry)
@@ -231,8 +238,10 @@ def _put(tree, index, values):
     return jax.tree_util.tree_map(lambda t, v: t.at[index].set(v, mode="drop"), tree, values)
 
 
-def _continuous(algorithm: Algorithm, problem, params, options: DriverOptions) -> DriverResult:
+def _continuous(algorithm: Algorithm, problem, params, waiting, options: DriverOptions
+                ) -> DriverResult:
     n_cases = jax.tree_util.tree_leaves(params)[0].shape[0]
+    n_queued = waiting.sum(dtype=jnp.int32)  # ``waiting`` is a prefix of the queue
     n_lanes = min(options.lanes, n_cases)
     limit, every = options.iteration_limit, options.check_every
     idle = n_cases  # the case index of a lane with nothing left to do
@@ -244,6 +253,7 @@ def _continuous(algorithm: Algorithm, problem, params, options: DriverOptions) -
         return lane_problem, lane_params, algorithm.init(lane_problem, lane_params)
 
     case = jnp.arange(n_lanes, dtype=jnp.int32)
+    case = jnp.where(case < n_queued, case, idle)
     lane_problem, lane_params, state = load(case)
     res_lane = algorithm.residuals(lane_problem, lane_params, state, state)
     res_lane = jax.tree_util.tree_map(lambda r: jnp.full_like(r, jnp.inf), res_lane)
@@ -283,7 +293,7 @@ def _continuous(algorithm: Algorithm, problem, params, options: DriverOptions) -
         case, lane_problem, lane_params, state, res, iterations, conv, div = lane
         out = _put(out, jnp.where(finished, case, idle), (state, res, iterations, conv, div))
         queued = next_case + jnp.cumsum(finished, dtype=jnp.int32) - 1
-        new_case = jnp.where(finished, jnp.where(queued < n_cases, queued, idle), case)
+        new_case = jnp.where(finished, jnp.where(queued < n_queued, queued, idle), case)
         fresh = load(new_case)
         lane_problem, lane_params, state = _freeze(~finished, (lane_problem, lane_params, state),
                                                    fresh)

@@ -134,10 +134,13 @@ def default_block_size(community: Community, width: int = 0) -> int:
     return max(1, CPU_TRADES_PER_BLOCK // (community.n_max * (width or community.n_max)))
 
 
-# ADMM runs a case on neighbour lists when their width, the case's largest degree rounded up
-# to a multiple of WIDTH_MULTIPLE (few compiled shapes), is at most this share of N: measured
-# faster from there on at N = 25-200 on a CPU (bench/RESULTS.md).
-NEIGHBOUR_LIST_SHARE = 0.7
+# ADMM runs a case on neighbour lists when it has at least NEIGHBOUR_LIST_AGENTS agents and
+# their width, its largest degree rounded up to a multiple of WIDTH_MULTIPLE (few compiled
+# shapes), is at most NEIGHBOUR_LIST_SHARE of N: measured 1.4-4x faster per iteration there
+# on a CPU (bench/RESULTS.md). Below, the dense kernel is about as fast and a batch split
+# into one queue per layout loses more to draining lanes and compiling than it gains.
+NEIGHBOUR_LIST_AGENTS = 50
+NEIGHBOUR_LIST_SHARE = 0.5
 WIDTH_MULTIPLE = 8
 
 
@@ -146,7 +149,7 @@ def neighbour_widths(community: Community, options: SolverOptions) -> np.ndarray
     (``jaxmarket.neighbours``), 0 for the dense (B, N, N) layout. A function of the case
     alone (its largest degree and N), so a row does not depend on the other cases of its
     batch: the width changes the last bits of the arithmetic."""
-    if options.algorithm != "admm":
+    if options.algorithm != "admm" or community.n_max < NEIGHBOUR_LIST_AGENTS:
         return np.zeros(community.n_cases, int)
     width = -(-np.maximum(1, neighbours.degrees(community)) // WIDTH_MULTIPLE) * WIDTH_MULTIPLE
     return np.where(width <= NEIGHBOUR_LIST_SHARE * community.n_max, width, 0)
@@ -218,12 +221,12 @@ def run_market(community: Community, options: SolverOptions,
     layouts = np.unique(widths)
     if len(layouts) == 1:
         return _run_layout(community, options, driver, int(layouts[0]))
-    # At least MIN_LANES cases per queue (copies of its last case), as in an unsplit batch:
-    # fewer lanes change the last bits.
-    least = min(MIN_LANES, community.n_cases)
+    # Each layout's cases first in a queue of the batch's length (padded with copies of its
+    # last case that never run), so that one compiled shape per layout serves every batch.
+    n_cases = community.n_cases
     parts = [np.flatnonzero(widths == width) for width in layouts]
-    results = [_run_layout(take(community, np.pad(cases, (0, max(0, least - len(cases))), "edge")),
-                           options, driver, int(width))
+    results = [_run_layout(take(community, np.pad(cases, (0, n_cases - len(cases)), "edge")),
+                           options, driver, int(width), queued=len(cases))
                for cases, width in zip(parts, layouts)]
     order = np.argsort(np.concatenate(parts), kind="stable")
     merged = jax.tree_util.tree_map(
@@ -232,14 +235,17 @@ def run_market(community: Community, options: SolverOptions,
     return merged._replace(lane_iterations=sum(r.lane_iterations for r in results))
 
 
-def _run_layout(community: Community, options: SolverOptions, driver: str,
-                width: int) -> DriverResult:
-    """The algorithm on the dense layout (``width`` 0) or on neighbour lists of ``width``."""
+def _run_layout(community: Community, options: SolverOptions, driver: str, width: int,
+                queued: int | None = None) -> DriverResult:
+    """The algorithm on the dense layout (``width`` 0) or on neighbour lists of ``width``,
+    on every case or on the first ``queued`` ones."""
     method = ALGORITHMS[options.algorithm]
     params = method.params(options, community.n_cases, community.dtype)
     problem = neighbours.neighbour_lists(community, width) if width else community
+    # ``queued`` is always traced: a layout's program serves split and unsplit batches.
     result = iterate(method.algorithm(options), problem, params,
-                     driver_options(community, options, driver, width))
+                     driver_options(community, options, driver, width),
+                     jnp.int32(community.n_cases if queued is None else queued))
     if not width:
         return result
     trades, prices = (neighbours.to_dense(problem.partner, v)

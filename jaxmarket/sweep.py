@@ -76,10 +76,21 @@ class Plan:
     chunks: tuple[Chunk, ...]  # every chunk of the study, in run order
     done: dict  # manifest entries of the chunks already on disk
     overwrite: bool  # delete the existing dataset before writing
+    process: int = 0  # this process of a multi-process run ...
+    processes: int = 1  # ... of this many: it runs chunks process, process + processes, ...
+
+    @property
+    def assigned(self) -> tuple[Chunk, ...]:
+        """The chunks this process runs (every chunk in a run in one process)."""
+        return self.chunks[self.process::self.processes]
 
     @property
     def pending(self) -> tuple[Chunk, ...]:
-        return tuple(c for c in self.chunks if c.name not in self.done)
+        return tuple(c for c in self.assigned if c.name not in self.done)
+
+    @property
+    def manifest(self) -> str:
+        return manifest_name(self.process, self.processes)
 
 
 def batch_size(study: Study) -> int:
@@ -302,30 +313,58 @@ def write_table(path: Path, table: pa.Table, metadata: dict) -> None:
     write_atomic(path, lambda handle: pq.write_table(table, handle))
 
 
-def write_manifest(out: Path, manifest: dict) -> None:
+def manifest_name(process: int, processes: int) -> str:
+    """``manifest.json`` for a run in one process; process P of a multi-process run writes
+    ``manifest-process-PPPP.json``, so that no file has two writers."""
+    return MANIFEST if processes == 1 else f"manifest-process-{process:04d}.json"
+
+
+def write_manifest(out: Path, manifest: dict, name: str = MANIFEST) -> None:
     text = json.dumps(manifest, indent=1).encode()
-    write_atomic(out / MANIFEST, lambda handle: handle.write(text))
+    write_atomic(out / name, lambda handle: handle.write(text))
 
 
-def read_manifest(out: Path) -> dict | None:
-    path = out / MANIFEST
-    if not path.exists():
+def read_manifest(out: Path, name: str | None = None) -> dict | None:
+    """The manifest ``name``, or (default) the dataset's manifests merged: the chunks that
+    any of them lists (a study run by several processes, or resumed with another process
+    count), complete when every chunk of the study is there."""
+    paths = [out / name] if name else sorted(out.glob("manifest*.json"))
+    manifests = []
+    for path in paths:
+        if not path.exists():
+            continue
+        try:
+            manifests.append(json.loads(path.read_text()))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+            raise InputError(str(path), f"unreadable manifest ({error}); use --overwrite to start over") from None
+    if not manifests:
         return None
-    try:
-        return json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise InputError(str(path), f"unreadable manifest ({error}); use --overwrite to start over") from None
+    first = manifests[0]
+    if any(m.get("config_hash") != first.get("config_hash") for m in manifests):
+        raise InputError(str(out), "its manifests describe different studies; use --overwrite or another --out")
+    merged = {**first, "chunks": {k: v for m in manifests for k, v in m.get("chunks", {}).items()}}
+    merged["complete"] = len(merged["chunks"]) == first.get("n_chunks")
+    return merged
 
 
 # ---------------------------------------------------------------------------------------
 # Running a study
 
 
-def prepare(study: Study, resume: bool = False, overwrite: bool = False) -> Plan:
-    """Decide what to run from the state of ``study.out``; reads only, writes nothing."""
+def prepare(study: Study, resume: bool = False, overwrite: bool = False, process: int = 0,
+            processes: int = 1) -> Plan:
+    """Decide what to run from the state of ``study.out``; reads only, writes nothing.
+
+    Process ``process`` of a run in ``processes`` processes (``jax.distributed``) takes every
+    ``processes``-th chunk of the study. The processes do not talk to each other: each one
+    writes its own parts and its own manifest, and only its own earlier manifest asks for
+    ``--resume`` (the others may already be writing theirs)."""
     out = study.out
     if resume and overwrite:
         raise InputError("--resume", "cannot be combined with --overwrite")
+    if overwrite and processes > 1:
+        raise InputError("--overwrite", "would let one process delete what another writes; "
+                                        "delete the dataset first or choose another --out")
     if out.exists() and not out.is_dir():
         raise InputError("run.out", f"{out} exists and is not a directory")
     manifest = read_manifest(out) if out.exists() else None
@@ -334,15 +373,17 @@ def prepare(study: Study, resume: bool = False, overwrite: bool = False) -> Plan
         raise InputError("run.out", f"{out} is not empty and holds no {MANIFEST}; choose another --out")
     everything = chunks(study)
     if manifest is None or overwrite:
-        return Plan(study, everything, {}, overwrite=manifest is not None)
+        return Plan(study, everything, {}, overwrite=manifest is not None, process=process,
+                    processes=processes)
     if manifest.get("config_hash") != study.config_hash:
         flag = "--resume" if resume else "run.out"
         raise InputError(flag, f"{out} holds a different study (config hash {manifest.get('config_hash')}, "
                                f"this config {study.config_hash}); use --overwrite or another --out")
     done = {name: entry for name, entry in manifest.get("chunks", {}).items()
             if (out / entry["cases"]).exists()}
-    plan = Plan(study, everything, done, overwrite=False)
-    if plan.pending and not resume:
+    plan = Plan(study, everything, done, overwrite=False, process=process, processes=processes)
+    earlier = manifest if processes == 1 else read_manifest(out, plan.manifest)
+    if plan.pending and not resume and earlier is not None:
         raise InputError("run.out", f"{out} holds an unfinished study ({len(done)}/{len(everything)} "
                                     f"chunks); use --resume to continue it or --overwrite to start over")
     if plan.pending:
@@ -368,21 +409,26 @@ def run(plan: Plan, driver: str = "continuous") -> Iterator[Chunk]:
     check_driver(driver)  # before anything is written
     if plan.overwrite:
         shutil.rmtree(out)
-    (out / "cases").mkdir(parents=True, exist_ok=True)
-    for stray in out.glob("**/.*.tmp"):  # left by a killed run
-        stray.unlink()
+    out.mkdir(parents=True, exist_ok=True)
+    # Temporary files a killed run left of this process's files (the other processes of a
+    # multi-process run may be writing theirs).
+    for path in [out / plan.manifest] + [out / folder / f"{chunk.name}.parquet"
+                                         for chunk in plan.pending for folder in ("cases", "traces")]:
+        path.with_name(f".{path.name}.tmp").unlink(missing_ok=True)
     env = environment()
     manifest = {
         "format": FORMAT, "study": study.name, "config_hash": study.config_hash,
         "config": study.config, "environment": env, "dtype": study.dtype,
         "n_cells": len(study.cells), "cases_per_cell": study.cases_per_cell,
         "n_chunks": len(plan.chunks), "timing_columns": list(TIMING_COLUMNS),
-        "chunks": dict(plan.done), "complete": not plan.pending,
+        "chunks": dict(plan.done), "complete": len(plan.done) == len(plan.chunks),
         # How this run (the latest one, when resumed) used the device; not the study's identity.
-        "execution": {"driver": driver, "groups": [], "case_iterations": 0, "lane_iterations": 0,
+        "execution": {"driver": driver, "process": plan.process, "processes": plan.processes,
+                      "groups": [], "case_iterations": 0, "lane_iterations": 0,
                       "lane_utilisation": None},
     }
-    write_manifest(out, manifest)
+    write_manifest(out, manifest, plan.manifest)  # first: the directory is now a dataset
+    (out / "cases").mkdir(exist_ok=True)
     metadata = {"study": study.name, "config_hash": study.config_hash, "dtype": study.dtype,
                 "environment": env}
 
@@ -404,7 +450,7 @@ def run(plan: Plan, driver: str = "continuous") -> Iterator[Chunk]:
             write_table(out / entry["cases"], item.cases, part)
             manifest["chunks"][chunk.name] = entry
             manifest["complete"] = len(manifest["chunks"]) == len(plan.chunks)
-            write_manifest(out, manifest)
+            write_manifest(out, manifest, plan.manifest)
         return [item.chunk for item in solved]
 
     compiled = set()

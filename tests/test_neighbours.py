@@ -10,7 +10,8 @@ from cases import random_batch, random_case
 from jaxmarket import admm, neighbours
 from jaxmarket.community import concatenate
 from jaxmarket.driver import DriverOptions, iterate
-from jaxmarket.solve import NEIGHBOUR_LIST_SHARE, SolverOptions, neighbour_widths, run_market
+from jaxmarket.solve import (NEIGHBOUR_LIST_AGENTS, NEIGHBOUR_LIST_SHARE, SolverOptions,
+                             neighbour_widths, run_market)
 
 
 @settings(max_examples=40, deadline=None)
@@ -62,21 +63,24 @@ def test_admm_on_neighbour_lists_matches_the_dense_kernel():
 
 
 def test_each_case_gets_its_own_layout_and_the_same_row_in_any_batch():
-    """The runner splits a batch by layout; a case's result is the same, bit for bit, in a
-    batch of its own layout and in a mixed one."""
+    """The runner splits a batch by layout; a case's result is the same, bit for bit, in
+    another batch with other cases, in another order (8 cases or more: fewer lanes change
+    the last bits, ``solve.driver_options``)."""
     rng = np.random.default_rng(7)
-    cases = [random_case(rng, 24, sparsity=s, charges=True) for s in [0.0, 0.9, 0.95, 0.3] * 4]
-    batch = concatenate(cases)
+    n = NEIGHBOUR_LIST_AGENTS
+    cases = [random_case(rng, n, sparsity=s, charges=True) for s in [0.0, 0.8, 0.9] * 4]
     options = SolverOptions(max_iter=2000, rho_balance=3.0)
+    batch = concatenate(cases)
     widths = neighbour_widths(batch, options)
-    assert set(widths) >= {0, 8} and all(w <= NEIGHBOUR_LIST_SHARE * 24 for w in widths)
-    mixed = run_market(batch, options)
-    for width in set(widths):
-        chosen = np.flatnonzero(widths == width)
-        alone = run_market(concatenate([cases[i] for i in chosen]), options)
-        for field in ("trades", "prices"):
-            np.testing.assert_array_equal(np.asarray(getattr(mixed.state, field))[chosen],
-                                          np.asarray(getattr(alone.state, field)))
-        np.testing.assert_array_equal(np.asarray(mixed.iterations)[chosen],
-                                      np.asarray(alone.iterations))
+    assert len(set(widths)) >= 3 and 0 in widths
+    assert all(w <= NEIGHBOUR_LIST_SHARE * n for w in widths)
+    others = [random_case(rng, n, sparsity=0.9, charges=True) for _ in range(4)]
+    first = run_market(batch, options)
+    second = run_market(concatenate(others + cases[::-1]), options)
+    for field in ("trades", "prices"):
+        np.testing.assert_array_equal(np.asarray(getattr(second.state, field))[:3:-1],
+                                      np.asarray(getattr(first.state, field)))
+    np.testing.assert_array_equal(np.asarray(second.iterations)[:3:-1], np.asarray(first.iterations))
     assert not neighbour_widths(batch, options._replace(algorithm="rci")).any()
+    smaller = concatenate([random_case(rng, n - 1, sparsity=0.9) for _ in range(2)])
+    assert not neighbour_widths(smaller, options).any()  # dense below NEIGHBOUR_LIST_AGENTS

@@ -5,6 +5,11 @@ Every run here uses 4 agents and the same solver options, so that the compiled f
 are shared across tests (batch sizes 3, 7 and 16 only)."""
 
 import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -53,7 +58,7 @@ def assert_same_dataset(out, expected_out):
     for folder in ("cases", "traces"):
         pd.testing.assert_frame_equal(read_rows(out, folder), read_rows(expected_out, folder),
                                       check_exact=True)
-    manifest = json.loads((out / sweep.MANIFEST).read_text())
+    manifest = sweep.read_manifest(out)  # every process's manifest, merged
     assert manifest["complete"]
     on_disk = {f"{p.parent.name}/{p.name}" for p in out.glob("*/*.parquet")}
     listed = {entry[key] for entry in manifest["chunks"].values() for key in ("cases", "traces")}
@@ -206,3 +211,36 @@ def test_unknown_driver_writes_nothing(tmp_path):
     with pytest.raises(InputError, match="^--driver: unknown driver 'fast'"):
         list(sweep.run(sweep.prepare(study), driver="fast"))
     assert not study.out.exists()
+
+
+def test_processes_of_a_distributed_run_write_one_dataset(tmp_path, baseline):
+    """Two processes of one run (``jax.distributed``, here on one host) take every other
+    chunk and write their own manifest; together they write the rows of the run in one
+    process, and a resume in one process then finds nothing left to do."""
+    (tmp_path / "tiny.toml").write_text(TINY)
+    with socket.socket() as probe:  # a free port for the coordinator
+        probe.bind(("localhost", 0))
+        port = probe.getsockname()[1]
+    environment = {**{k: v for k, v in os.environ.items() if not k.startswith("JAX_")},
+                   "XDG_CACHE_HOME": str(tmp_path / "cache"),
+                   "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    command = [sys.executable, "-m", "jaxmarket", "sweep", str(tmp_path / "tiny.toml"),
+               "--out", str(tmp_path / "out"), "--cpu-devices", "1", "--distributed",
+               "--coordinator", f"localhost:{port}", "--num-processes", "2", "--process-id"]
+    processes = [subprocess.Popen(command + [str(i)], env=environment, text=True,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE) for i in range(2)]
+    for i, process in enumerate(processes):
+        stdout, stderr = process.communicate(timeout=600)
+        assert process.returncode == 0, stderr
+        assert f"running 3 of 3 chunks (16 cases) into {tmp_path / 'out'} (process {i} of 2)" in stdout
+    out = tmp_path / "out"
+    assert not (out / sweep.MANIFEST).exists()
+    own = [json.loads((out / sweep.manifest_name(i, 2)).read_text()) for i in range(2)]
+    assert [sorted(m["chunks"]) for m in own] == [
+        ["part-c0000-k00000", "part-c0000-k00014", "part-c0001-k00007"],
+        ["part-c0000-k00007", "part-c0001-k00000", "part-c0001-k00014"]]
+    assert_same_dataset(out, baseline)
+    plan = sweep.prepare(tiny_study(tmp_path), resume=True)
+    assert not plan.pending and len(plan.done) == 6
+    with pytest.raises(InputError, match="--overwrite"):
+        sweep.prepare(tiny_study(tmp_path), overwrite=True, process=0, processes=2)
