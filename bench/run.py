@@ -1,0 +1,170 @@
+"""The benchmark suite: every table of ``bench/RESULTS.md`` from one command.
+
+    python -m bench.run [--quick] [--dtype float32] [--only kernel,layouts,cases,end-to-end]
+
+Sections (each rewrites its own block of RESULTS.md, keyed by backend and dtype; the
+rest of the file is kept; ``--quick`` only prints):
+
+- ``kernel``: the ADMM kernel at a fixed number of iterations vs N and batch size:
+  case-iterations/s, trade updates/s, compile time, and the ratio against the per-case
+  NumPy loop in the same process (``bench.admm_kernel``).
+- ``layouts``: one ADMM iteration on the dense layout against neighbour lists
+  (``jaxmarket.neighbours``) vs N and sparsity: where the runner's choice of layout comes
+  from (``solve.neighbour_widths``).
+- ``cases``: whole cases solved to the tolerance, as a study solves them (random
+  communities with unit distance charges, residual-balanced ADMM, eps = 1e-4, the
+  continuous driver with its lane utilisation), against the centralized problem solved
+  case by case with cvxpy + Clarabel (model building included: what a user would
+  otherwise run; the test oracle ``tests/oracle.py``, tight tolerances).
+- ``end-to-end``: ``bench.end_to_end`` (the sparsity study through the CLI with every
+  driver, several minutes; not in the default set).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from bench import admm_kernel
+from bench.admm_kernel import cpu_model, kernel_version, repeat, write_section
+from jaxmarket import admm, neighbours
+from jaxmarket.driver import DriverOptions, iterate
+from jaxmarket.generator import GeneratorParams, generate
+from jaxmarket.solve import SolverOptions, default_block_size, run_market
+
+ROOT = Path(__file__).resolve().parents[1]
+SECTIONS = ("kernel", "layouts", "cases", "end-to-end")
+DEFAULT = ("kernel", "layouts", "cases")
+UNIT_CHARGES = GeneratorParams(charge_per_distance=1.0)
+
+
+def header(title: str, command: str, dtype, notes: list[str]) -> list[str]:
+    device = jax.devices()[0]
+    return [f"## {title}", "", f"- Command: `{command}`",
+            f"- Date: {datetime.date.today().isoformat()}; machine: {cpu_model()}, "
+            f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}",
+            f"- jax {jax.__version__}, device {device.platform} ({device.device_kind}), "
+            f"dtype {jnp.dtype(dtype).name}, code at {kernel_version()}",
+            *notes, ""]
+
+
+def layouts(quick: bool, dtype) -> list[str]:
+    """Microseconds per case-iteration of ADMM (fixed iterations, eps = 0) on both layouts."""
+    plan = {50: (200, (0.5, 0.9)), 100: (40, (0.5, 0.9))} if quick else \
+        {25: (400, (0.0, 0.5, 0.8, 0.95)), 50: (200, (0.0, 0.5, 0.7, 0.8, 0.9, 0.95)),
+         100: (40, (0.5, 0.7, 0.8, 0.9, 0.95)), 200: (10, (0.5, 0.8, 0.9, 0.95))}
+    iterations = 50 if quick else 100
+    lines = ["| N | B | sparsity | largest degree | width D | dense µs/case-iter "
+             "| neighbour lists µs/case-iter | speed-up |", "|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for n, (batch, sparsities) in plan.items():
+        for sparsity in sparsities:
+            community = generate(0, range(batch), n, UNIT_CHARGES, sparsity=sparsity, dtype=dtype)
+            degree = int(neighbours.degrees(community).max())
+            width = -(-degree // 8) * 8
+            dense = _per_case_iteration(community, community, 0, iterations)
+            if width > n:
+                continue
+            lists = _per_case_iteration(neighbours.neighbour_lists(community, width), community,
+                                        width, iterations)
+            lines.append(f"| {n} | {batch} | {sparsity:.0%} | {degree} | {width} | {dense:.3g} "
+                         f"| {lists:.3g} | {dense / lists:.2f}× |")
+            print(lines[-1], flush=True)
+    return lines
+
+
+def _per_case_iteration(problem, community, width: int, iterations: int) -> float:
+    n_cases, dtype = community.n_cases, community.dtype
+    params = admm.ADMMParams(jnp.ones(n_cases, dtype), jnp.zeros(n_cases, dtype),
+                             jnp.zeros(n_cases, dtype))
+    options = DriverOptions(max_iter=iterations, block_size=default_block_size(community, width))
+
+    def run():
+        jax.block_until_ready(iterate(admm.ALGORITHM, problem, params, options))
+
+    run()
+    return 1e6 * min(repeat(run)) / (n_cases * iterations)
+
+
+def cases(quick: bool, dtype) -> list[str]:
+    """Cases per second solved to the tolerance, against Clarabel case by case."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    from oracle import clarabel_p2p  # the tests' independent oracle: cvxpy + Clarabel
+
+    plan = {25: (64, 3)} if quick else {25: (1000, 10), 50: (200, 5), 100: (40, 3)}
+    options = SolverOptions(rho_balance=3.0, eps_primal=1e-4, eps_dual=1e-4)
+    lines = ["| N | cases | converged | median iterations | first call (s) | cases/s "
+             "| lane utilisation | Clarabel s/case | speed-up over Clarabel |",
+             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for n, (batch, clarabel_cases) in plan.items():
+        community = generate(0, range(batch), n, UNIT_CHARGES, dtype=dtype)
+        start = time.perf_counter()
+        result = jax.block_until_ready(run_market(community, options))
+        first = time.perf_counter() - start
+        seconds = min(repeat(lambda: jax.block_until_ready(run_market(community, options)),
+                             min_runs=1, max_runs=3, budget_s=30.0))
+        iterations = np.asarray(result.iterations)
+        utilisation = iterations.sum() / int(result.lane_iterations)
+        clarabel = []
+        for index in range(clarabel_cases):
+            start = time.perf_counter()
+            clarabel_p2p(community, index)
+            clarabel.append(time.perf_counter() - start)
+        per_case = seconds / batch
+        lines.append(f"| {n} | {batch} | {int(np.asarray(result.converged).sum())} "
+                     f"| {np.median(iterations):.0f} | {first:.1f} | {1 / per_case:.3g} "
+                     f"| {utilisation:.1%} | {np.median(clarabel):.3g} "
+                     f"| {np.median(clarabel) / per_case:.1f}× |")
+        print(lines[-1], flush=True)
+    return lines
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes; print only")
+    parser.add_argument("--dtype", choices=("float64", "float32"), default="float64")
+    parser.add_argument("--only", default=",".join(DEFAULT),
+                        help=f"comma-separated sections of {', '.join(SECTIONS)}")
+    args = parser.parse_args(argv)
+    chosen = args.only.split(",")
+    unknown = set(chosen) - set(SECTIONS)
+    if unknown:
+        parser.error(f"unknown sections {sorted(unknown)}; choose from {', '.join(SECTIONS)}")
+    dtype = jnp.dtype(args.dtype)
+    backend = jax.default_backend()
+    command = "python -m bench.run" + " --quick" * args.quick + (
+        f" --dtype {args.dtype}" if args.dtype != "float64" else "")
+    if "kernel" in chosen:
+        admm_kernel.main(["--quick"] * args.quick + ["--dtype", args.dtype])
+    for name, measure, title, notes in (
+            ("layouts", layouts, "ADMM iteration: dense layout vs neighbour lists",
+             ["- Random communities with unit distance charges, rho = 1, eps = 0, fixed "
+              "iterations; best of repeated runs after the first call; D = largest degree "
+              "rounded up to a multiple of 8"]),
+            ("cases", cases, "Cases solved to the tolerance vs Clarabel",
+             ["- Random full-graph communities with unit distance charges; ADMM with residual "
+              "balancing from rho = 1, eps = 1e-4, max_iter = 10000, continuous driver; "
+              "cases/s from the best of up to three runs after the first (compiling) one",
+              "- Clarabel: the centralized P2P problem of the first cases, one by one, cvxpy "
+              "model building included (median seconds per case)"])):
+        if name in chosen:
+            lines = header(f"{title} ({backend}, {dtype.name})",
+                           command + f" --only {name}", dtype, notes)
+            section = "\n".join(lines + measure(args.quick, dtype) + [""])
+            print(section)
+            if not args.quick:
+                write_section(section, f"{name}-{backend}-{dtype.name}")
+    if "end-to-end" in chosen:
+        subprocess.run([sys.executable, "-m", "bench.end_to_end"], cwd=ROOT, check=True)
+
+
+if __name__ == "__main__":
+    main()
