@@ -20,6 +20,11 @@ Every file is written to a hidden temporary file in its directory and renamed in
 a chunk's trace is written before its cases, and the manifest is updated last, so the
 manifest only lists chunks that are complete on disk. ``--resume`` reruns every chunk the
 manifest does not list.
+
+A run in several processes (``jax.distributed``, ``prepare(..., process, processes)``)
+splits the chunks by position, every ``processes``-th one to a process; each process
+writes its parts and its own ``manifest-process-PPPP.json``, and ``read_manifest`` merges
+the manifests of a dataset.
 """
 
 from __future__ import annotations
@@ -413,7 +418,7 @@ def run(plan: Plan, driver: str = "continuous") -> Iterator[Chunk]:
     # Temporary files a killed run left of this process's files (the other processes of a
     # multi-process run may be writing theirs).
     for path in [out / plan.manifest] + [out / folder / f"{chunk.name}.parquet"
-                                         for chunk in plan.pending for folder in ("cases", "traces")]:
+                                         for chunk in plan.assigned for folder in ("cases", "traces")]:
         path.with_name(f".{path.name}.tmp").unlink(missing_ok=True)
     env = environment()
     manifest = {
