@@ -29,6 +29,9 @@ a slow case of its neighbours, only for the end of the round. Each case runs the
 arithmetic as in the plain loop, so the rows are identical; ``lane_iterations`` counts the
 lane-iterations spent, and the sum of ``iterations`` over it is the lane utilisation.
 
+With ``queued`` only the first cases of the batch run (a traced count): batches of
+varying length padded to one shape share one compiled program.
+
 With ``devices > 1`` the queue is dealt round-robin to that many local devices
 (``jax.shard_map``), each running its own lanes and its own loop with no communication.
 Every device runs the very same program on ``lanes`` lanes, so each case sees the same
@@ -292,8 +295,8 @@ def _continuous(algorithm: Algorithm, problem, params, waiting, options: DriverO
         lowest lane first."""
         case, lane_problem, lane_params, state, res, iterations, conv, div = lane
         out = _put(out, jnp.where(finished, case, idle), (state, res, iterations, conv, div))
-        queued = next_case + jnp.cumsum(finished, dtype=jnp.int32) - 1
-        new_case = jnp.where(finished, jnp.where(queued < n_queued, queued, idle), case)
+        incoming = next_case + jnp.cumsum(finished, dtype=jnp.int32) - 1
+        new_case = jnp.where(finished, jnp.where(incoming < n_queued, incoming, idle), case)
         fresh = load(new_case)
         lane_problem, lane_params, state = _freeze(~finished, (lane_problem, lane_params, state),
                                                    fresh)

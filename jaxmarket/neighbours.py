@@ -4,7 +4,8 @@ Slot ``(n, d)`` holds agent n's d-th partner in increasing agent order; D (``wid
 least the largest degree of the batch and the slots beyond an agent's degree are padding
 (no edge, trade box [0, 0], charge 0), so the exact local update (``jaxmarket.local``)
 runs unchanged on the last axis and ADMM does O(N D) work per iteration instead of
-O(N^2): what a sparse trade graph or a hub layout needs. The reverse trade ``p_mn`` of a
+O(N^2): what a sparse trade graph needs (a hub layout, whose hub trades with every agent,
+keeps D = N - 1). The reverse trade ``p_mn`` of a
 slot, the transpose of the dense layout, is a gather through ``mirror``, the flat slot
 index ``m D + e`` of the same trade in m's list (a padding slot points at itself, and
 its trade stays 0).

@@ -58,6 +58,24 @@ def test_continuous_admm_matches_the_plain_loop(batch, check_every, trace_every,
     assert int(expected.lane_iterations) == N_CASES * iterations.max()
 
 
+def test_only_the_queued_cases_run(batch):
+    """With ``queued = k`` the first k cases give the rows of the whole batch's run and the
+    others never run, in every driver."""
+    params = admm_params(N_CASES)
+    plain = DriverOptions(400, trace_every=10)
+    expected = iterate(admm.ALGORITHM, batch, params, plain)
+    k = 13
+    for options in (plain, plain._replace(block_size=8), plain._replace(lanes=8)):
+        result = iterate(admm.ALGORITHM, batch, params, options, jnp.int32(k))
+        def head(r):
+            return jax.tree_util.tree_map(lambda v: v[:k], r._replace(lane_iterations=None))
+
+        assert_same_results(head(expected), head(result))
+        assert not np.asarray(result.iterations)[k:].any()
+        assert not (np.asarray(result.converged)[k:] | np.asarray(result.diverged)[k:]).any()
+        assert np.isnan(np.asarray(result.trace.primal)[k:]).all()
+
+
 def test_continuous_uses_its_lanes(batch):
     params = admm_params(N_CASES)
     plain = DriverOptions(400)
