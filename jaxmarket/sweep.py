@@ -302,7 +302,7 @@ def solve_group(study: Study, group: Group, community: Community, indices: np.nd
 
 def write_atomic(path: Path, write: Callable) -> None:
     """Write through a hidden temporary file in the same directory, then rename it."""
-    temporary = path.with_name(f".{path.name}.tmp")
+    temporary = _temporary_of(path)
     try:
         with open(temporary, "wb") as handle:
             write(handle)
@@ -311,6 +311,14 @@ def write_atomic(path: Path, write: Callable) -> None:
         os.replace(temporary, path)
     finally:
         temporary.unlink(missing_ok=True)
+
+
+def _temporary_of(path: Path) -> Path:
+    return path.with_name(f".{path.name}.tmp")
+
+
+def _temporary(path: Path) -> bool:
+    return path.name.startswith(".") and path.name.endswith(".tmp")
 
 
 def write_table(path: Path, table: pa.Table, metadata: dict) -> None:
@@ -372,8 +380,11 @@ def prepare(study: Study, resume: bool = False, overwrite: bool = False, process
                                         "delete the dataset first or choose another --out")
     if out.exists() and not out.is_dir():
         raise InputError("run.out", f"{out} exists and is not a directory")
+    # Another process of the run may be writing its first manifest: list the directory
+    # before reading the manifests, and skip hidden temporary files (``write_atomic``).
+    entries = [p for p in out.iterdir() if not _temporary(p)] if out.exists() else []
     manifest = read_manifest(out) if out.exists() else None
-    if manifest is None and out.exists() and any(out.iterdir()):
+    if manifest is None and entries:
         # Never write into, or delete, a directory that is not a dataset of ours.
         raise InputError("run.out", f"{out} is not empty and holds no {MANIFEST}; choose another --out")
     everything = chunks(study)
@@ -419,7 +430,7 @@ def run(plan: Plan, driver: str = "continuous") -> Iterator[Chunk]:
     # multi-process run may be writing theirs).
     for path in [out / plan.manifest] + [out / folder / f"{chunk.name}.parquet"
                                          for chunk in plan.assigned for folder in ("cases", "traces")]:
-        path.with_name(f".{path.name}.tmp").unlink(missing_ok=True)
+        _temporary_of(path).unlink(missing_ok=True)
     env = environment()
     manifest = {
         "format": FORMAT, "study": study.name, "config_hash": study.config_hash,
