@@ -136,7 +136,7 @@ def default_block_size(community: Community, width: int = 0) -> int:
 
 # ADMM runs a case on neighbour lists when it has at least NEIGHBOUR_LIST_AGENTS agents and
 # their width, its largest degree rounded up to a multiple of WIDTH_MULTIPLE (few compiled
-# shapes), is at most NEIGHBOUR_LIST_SHARE of N: measured 1.4-4x faster per iteration there
+# shapes), is at most NEIGHBOUR_LIST_SHARE of N: measured 1.3-3x faster per iteration there
 # on a CPU (bench/RESULTS.md). Below, the dense kernel is about as fast and a batch split
 # into one queue per layout loses more to draining lanes and compiling than it gains.
 NEIGHBOUR_LIST_AGENTS = 50
