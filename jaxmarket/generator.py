@@ -63,8 +63,8 @@ Communities
     community with the lower autarky price (``_orient_between_managers`` says why).
 
 Cost
-    One compilation per (batch size, N, layout, dtype, ``sparsity > 0``), about 2 s on a
-    CPU; seeds, parameter values and sparsity levels reuse it. At 1000 cases x 300 agents
+    One compilation per (batch size, N, layout, dtype), about 2 s on a CPU; seeds,
+    parameter values and sparsity levels, 0 included, reuse it. At 1000 cases x 300 agents
     the time goes to writing the three (B, N, N) float fields and, when ``sparsity > 0``,
     to one sort of the N(N-1)/2 edge scores per case.
 """
@@ -166,8 +166,8 @@ def generate(seed: int, case_indices: Sequence[int], n_agents: int,
 
     ``n_agents`` counts the producers, consumers and prosumers; the hub layouts append
     their hub or managers after them (``n_slots``). Compiled once per (batch size,
-    ``n_agents``, ``layout``, ``dtype``, ``sparsity > 0``, ``n_communities`` where it is
-    used); other parameter values reuse the compiled function.
+    ``n_agents``, ``layout``, ``dtype``, ``n_communities`` where it is used); other
+    parameter values reuse the compiled function.
     """
     params.validate()
     key, indices = _case_keys(seed, case_indices)
@@ -196,7 +196,7 @@ def generate(seed: int, case_indices: Sequence[int], n_agents: int,
     members = {"centralized": 1, "community": int(n_communities)}.get(
         layout, int(n_communities) if charges_between_communities_only else 0)
     return _generate(key, indices, traced, n_prosumers, jnp.float64(sparsity),
-                     n_agents=n_agents, layout=layout, thin=sparsity > 0, n_communities=members,
+                     n_agents=n_agents, layout=layout, n_communities=members,
                      between_only=bool(charges_between_communities_only), dtype=jnp.dtype(dtype))
 
 
@@ -231,10 +231,9 @@ def _check_n_agents(n_agents, params):
     return int(n_agents)
 
 
-@partial(jax.jit, static_argnames=("n_agents", "layout", "thin", "n_communities", "between_only",
-                                   "dtype"))
-def _generate(key, indices, params, n_prosumers, sparsity, *, n_agents, layout, thin,
-              n_communities, between_only, dtype):
+@partial(jax.jit, static_argnames=("n_agents", "layout", "n_communities", "between_only", "dtype"))
+def _generate(key, indices, params, n_prosumers, sparsity, *, n_agents, layout, n_communities,
+              between_only, dtype):
     hub = layout in HUB_LAYOUTS
 
     def one_case(index):
@@ -247,11 +246,17 @@ def _generate(key, indices, params, n_prosumers, sparsity, *, n_agents, layout, 
         if hub:
             role, agents, label = _append_managers(role, agents, label, centre_x, centre_y)
         edges = _layout_edges(layout, agents["p_min"], agents["p_max"], label)
-        if thin:
-            edges = delete_edges(edges, _edge_scores(case_key, role.shape[-1]), sparsity)
         return role, agents, edges, label
 
     role, agents, edges, label = jax.vmap(one_case)(indices)
+
+    def thin(edges):
+        scores = jax.vmap(lambda index: _edge_scores(jax.random.fold_in(key, index),
+                                                     edges.shape[-1]))(indices)
+        return delete_edges(edges, scores, sparsity)
+
+    # One program for every sparsity; a full graph skips the sort of the edge scores.
+    edges = jax.lax.cond(sparsity > 0, thin, lambda edges: edges, edges)
     # The (B, N, N) fields are built here in one pass each, not through make_community,
     # which would mask and copy them again: at 1000 x 300 agents they are most of the cost.
     distance = jnp.hypot(agents["x"][..., :, None] - agents["x"][..., None, :],
