@@ -215,13 +215,19 @@ def run_cell(study: Study, cell: Cell, community: Community, indices: np.ndarray
     return run_reserve_market(community, cell.reserve, study.seed, indices, solver, driver)
 
 
-def trade_layouts(group: Group, community: Community) -> dict[str, int]:
-    """Cases of the queue per trade layout of the kernel ("dense", "neighbours/D"), logged in
-    the manifest; the energy and reserve market always runs dense."""
-    if group.cell.reserve is not None:
-        return {"dense": community.n_cases}
-    widths, counts = np.unique(neighbour_widths(community, group.cell.solver), return_counts=True)
-    return {f"neighbours/{w}" if w else "dense": int(c) for w, c in zip(widths, counts)}
+def trade_layouts(group: Group, community: Community, driver: str) -> dict[str, dict]:
+    """Per trade layout of the kernel ("dense", "neighbours/D"): the queue's cases on it and
+    the lanes (blocked and plain drivers: cases per block) that served them, logged in the
+    manifest; the energy and reserve market always runs dense."""
+    solver = group.cell.solver
+    widths = (np.zeros(community.n_cases, int) if group.cell.reserve is not None
+              else neighbour_widths(community, solver))
+    layouts = {}
+    for width, count in zip(*np.unique(widths, return_counts=True)):
+        options = driver_options(community, solver, driver, int(width))
+        layouts[f"neighbours/{width}" if width else "dense"] = {
+            "cases": int(count), "lanes": options.lanes or options.block_size}
+    return layouts
 
 
 def tabulate_cell(cell: Cell, community: Community, solver: SolverOptions, market):
@@ -474,16 +480,15 @@ def run(plan: Plan, driver: str = "continuous") -> Iterator[Chunk]:
         writing = None
         for group in groups(study, plan.pending):
             community, indices = group_communities(study, group)
-            layouts = trade_layouts(group, community)
+            layouts = trade_layouts(group, community, driver)
             key = (compile_key(group.cell), group.slots, tuple(layouts))
             if key not in compiled:  # wall_time_s never includes compilation
                 warm_up(study, group, community, indices, driver)
                 compiled.add(key)
             solved, stats = solve_group(study, group, community, indices, driver)
-            options = driver_options(community, group.cell.solver, driver)
+            options = driver_options(community, group.cell.solver, driver)  # devices: any layout
             stats = {"cell": group.cell.index, "chunks": len(group.chunks),
-                     "queue": community.n_cases, "lanes": options.lanes or options.block_size,
-                     "devices": options.devices if options.lanes else 1,
+                     "queue": community.n_cases, "devices": options.devices if options.lanes else 1,
                      "trade_layouts": layouts, **stats}
             if writing is not None:
                 yield from writing.result()

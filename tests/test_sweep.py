@@ -202,6 +202,7 @@ def test_rows_do_not_depend_on_the_driver_or_the_queue(tmp_path, monkeypatch, ba
     assert_same_dataset(small.out, baseline)
     execution = json.loads((small.out / sweep.MANIFEST).read_text())["execution"]
     assert [g["queue"] for g in execution["groups"]] == [14] * 4
+    assert all(g["trade_layouts"] == {"dense": {"cases": 14, "lanes": 8}} for g in execution["groups"])
     assert execution["case_iterations"] == pd.read_parquet(small.out / "cases").iterations.sum()
     assert 0 < execution["lane_utilisation"] <= 1
 
