@@ -1,4 +1,4 @@
-"""Case files: one P2P market case in JSON, as ``shared/data/new_england_31.json``.
+"""Case files: one P2P market case in JSON, as the packaged ``new_england`` case.
 
 ```
 {"name": "...", "graph": "full" | "bipartite",          # or "edges": [[id_i, id_j], ...]
@@ -46,6 +46,7 @@ from scipy.sparse.csgraph import connected_components
 
 from jaxmarket.community import (Community, bipartite_graph, consumers, full_graph, make_community,
                                  producers)
+from jaxmarket.cases import locate
 from jaxmarket.errors import InputError
 from jaxmarket.schema import array, child, integer, number, record, show, text
 
@@ -308,8 +309,9 @@ def _unique_keys(pairs: list) -> dict:
 
 
 def load_case(path) -> CaseFile:
-    """Read and validate a case file; every problem is an ``InputError`` naming the file."""
-    path = Path(path)
+    """Read and validate a case file, given by its path or as the name of a packaged case
+    (``jaxmarket.cases``); every problem is an ``InputError`` naming the file."""
+    path = locate(path)
     try:
         source = path.read_text(encoding="utf-8")
     except FileNotFoundError:

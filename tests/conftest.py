@@ -1,14 +1,14 @@
-"""Shared fixtures. Test data live in ../shared/data next to the repository root."""
+"""Shared fixtures. Test data are the package's own cases (``jaxmarket.cases``)."""
 
 import os
-from pathlib import Path
 
 import pytest
 from hypothesis import settings
 
 import jaxmarket  # noqa: F401  (enables float64 before any test builds arrays)
+from jaxmarket.cases import locate
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+DATA = locate("new_england").parent  # the packaged cases
 
 # CI replays the same examples on every run (a red build is then reproducible); local runs
 # keep exploring new ones.
@@ -19,7 +19,7 @@ if os.environ.get("CI"):
 
 @pytest.fixture(scope="session")
 def new_england_path():
-    return DATA / "new_england_31.json"
+    return DATA / "new_england.json"
 
 
 @pytest.fixture(scope="session")

@@ -7,10 +7,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from jaxmarket.cases import locate
 from jaxmarket.case import load_case, parse_case
 from jaxmarket.errors import InputError
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+DATA = locate("new_england").parent  # the packaged cases
 
 SMALL = {
     "name": "small",
@@ -29,7 +30,7 @@ def small(**changes):
 
 
 def test_new_england_case():
-    case = load_case(DATA / "new_england_31.json")
+    case = load_case(DATA / "new_england.json")
     community = case.community
     assert case.name == "new_england_31"
     assert case.agent_ids == list(range(1, 32))

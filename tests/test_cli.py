@@ -11,10 +11,11 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
+from jaxmarket.cases import locate
 from jaxmarket.cli import app
 from test_sweep import TINY
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+DATA = locate("new_england").parent  # the packaged cases
 runner = CliRunner()
 
 
@@ -92,7 +93,7 @@ def test_compiled_programs_are_kept_between_runs(tmp_path):
     """The CLI keeps compiled programs in the per-user cache folder (a fresh process, so
     that the folder is set before anything compiles)."""
     environment = {key: v for key, v in os.environ.items() if not key.startswith("JAX_")}
-    command = [sys.executable, "-m", "jaxmarket", "solve", str(DATA / "new_england_31.json"),
+    command = [sys.executable, "-m", "jaxmarket", "solve", str(DATA / "new_england.json"),
                "--max-iter", "5"]
     run = subprocess.run(command, env={**environment, "XDG_CACHE_HOME": str(tmp_path)},
                          capture_output=True, text=True)
@@ -102,7 +103,7 @@ def test_compiled_programs_are_kept_between_runs(tmp_path):
 
 def test_solve_new_england(tmp_path):
     out = tmp_path / "ne" / "result.parquet"
-    result = invoke("solve", DATA / "new_england_31.json", "--tol", "1e-4", "--out", out)
+    result = invoke("solve", DATA / "new_england.json", "--tol", "1e-4", "--out", out)
     assert result.exit_code == 0, result.output
     assert "converged True" in result.stdout and "57.23" in result.stdout
     row = pd.read_parquet(out).iloc[0]
@@ -119,7 +120,7 @@ def test_solve_new_england(tmp_path):
 
 
 def _case_with(tmp_path, change):
-    doc = json.loads((DATA / "new_england_31.json").read_text())
+    doc = json.loads((DATA / "new_england.json").read_text())
     change(doc)
     path = tmp_path / "case.json"
     path.write_text(json.dumps(doc, indent=1))
@@ -144,7 +145,7 @@ def test_solve_bad_files_and_options(tmp_path):
     path.write_text('{"agents": [\n')
     assert_user_error(invoke("solve", path), f"{path}: malformed JSON at line 2 column 1: Expecting value")
     assert_user_error(invoke("solve", tmp_path / "nope.json"), f"{tmp_path / 'nope.json'}: no such file")
-    case = DATA / "new_england_31.json"
+    case = DATA / "new_england.json"
     assert_user_error(invoke("solve", case, "--rho", "-1"), "solver.rho: must be > 0, got -1.0")
     assert_user_error(invoke("solve", case, "--algorithm", "simplex"), 'solver.algorithm: expected one of "admm"')
     assert_user_error(invoke("solve", case, "--out", tmp_path / "x.csv"), "--out: expected a .parquet file name")

@@ -26,7 +26,7 @@ from jaxmarket.network import (load_network, make_ybus, power_transfer_distance,
 from jaxmarket.report.network import threshold
 from jaxmarket.solve import SolverOptions, solve_batch
 
-NEW_ENGLAND = DATA / "new_england_31.json"
+NEW_ENGLAND = DATA / "new_england.json"
 
 # A 4-bus ring with a chord, one transformer and one switched-off branch; zones 1, 1, 2, 3.
 RING = {
