@@ -1,11 +1,13 @@
 """The one iteration driver shared by every algorithm.
 
-An algorithm plugs in as ``Algorithm(init, step, residuals, converged)``:
+An algorithm (``jaxmarket.algorithms.Algorithm``, a static argument: pass
+``algorithm.static()`` so that every penalty and tolerance shares one program) plugs in
+through its methods:
 
-    state = init(problem, params)
-    state = step(problem, params, state)
-    res   = residuals(problem, params, previous_state, state)   # pytree of (B,) arrays
-    done  = converged(params, res)                              # (B,) bool
+    state = algorithm.init(problem, params)
+    state = algorithm.step(problem, params, state)
+    res   = algorithm.residuals(problem, params, previous_state, state)   # (B,) arrays
+    done  = algorithm.converged(params, res)                              # (B,) bool
 
 The driver iterates a whole batch inside one compiled ``lax.while_loop``. Residuals are
 checked every ``check_every`` iterations; a case stops at the first check where it has
@@ -43,19 +45,12 @@ fuse and vectorise differently and changed the last bits of some rows.)
 from __future__ import annotations
 
 from functools import partial
-from typing import Any, Callable, NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, PartitionSpec
-
-
-class Algorithm(NamedTuple):
-    init: Callable[[Any, Any], Any]
-    step: Callable[[Any, Any, Any], Any]
-    residuals: Callable[[Any, Any, Any, Any], Any]
-    converged: Callable[[Any, Any], jax.Array]
 
 
 class DriverOptions(NamedTuple):
@@ -110,7 +105,7 @@ def _finite(tree):
 
 
 @partial(jax.jit, static_argnames=("algorithm", "options"))
-def iterate(algorithm: Algorithm, problem, params, options: DriverOptions,
+def iterate(algorithm, problem, params, options: DriverOptions,
             queued=None) -> DriverResult:
     """Iterate every case of the batch (leading axis of ``problem`` and ``params``), or only
     the first ``queued`` ones (a traced count, so that queues of varying length share one
@@ -143,7 +138,7 @@ def _pad(v, padding: int):
     return jnp.concatenate([v, jnp.repeat(v[-1:], padding, 0)]) if padding else v
 
 
-def _over_devices(algorithm: Algorithm, problem, params, waiting, options: DriverOptions
+def _over_devices(algorithm, problem, params, waiting, options: DriverOptions
                   ) -> DriverResult:
     """Continuous batching on each of ``options.devices`` local devices; case i runs on
     device i mod D (round-robin, so slow cases of a region of the queue are shared)."""
@@ -174,7 +169,7 @@ def _over_devices(algorithm: Algorithm, problem, params, waiting, options: Drive
     return result._replace(lane_iterations=spent)
 
 
-def _check(algorithm: Algorithm, problem, params, every: int, stopped, state, res, conv, div):
+def _check(algorithm, problem, params, every: int, stopped, state, res, conv, div):
     """``every`` iterations of the cases not ``stopped``, then their convergence check.
     Returns the state, the residuals (frozen where stopped), the fresh residuals and the
     converged and diverged flags."""
@@ -191,7 +186,7 @@ def _check(algorithm: Algorithm, problem, params, every: int, stopped, state, re
     return after, _freeze(stopped, res, new_res), new_res, conv, div
 
 
-def _iterate(algorithm: Algorithm, problem, params, waiting, options: DriverOptions
+def _iterate(algorithm, problem, params, waiting, options: DriverOptions
              ) -> DriverResult:
     state0 = algorithm.init(problem, params)
     res0 = algorithm.residuals(problem, params, state0, state0)
@@ -241,7 +236,7 @@ def _put(tree, index, values):
     return jax.tree_util.tree_map(lambda t, v: t.at[index].set(v, mode="drop"), tree, values)
 
 
-def _continuous(algorithm: Algorithm, problem, params, waiting, options: DriverOptions
+def _continuous(algorithm, problem, params, waiting, options: DriverOptions
                 ) -> DriverResult:
     n_cases = jax.tree_util.tree_leaves(params)[0].shape[0]
     n_queued = waiting.sum(dtype=jnp.int32)  # ``waiting`` is a prefix of the queue

@@ -1,4 +1,5 @@
-"""The P2P energy and reserve market (SPEC section 6, T5.5-5.9) and its consensus ADMM.
+"""The P2P energy and reserve market (T ch. 5, T5.5-5.9): the market, the local update of
+its consensus ADMM, and the centralized joint reference.
 
 Every agent n holds an injection ``p_n``, self-procured reserves ``r+_n`` (upward) and
 ``r-_n`` (downward), and three blocks of bilateral trades on the community's graph:
@@ -32,18 +33,18 @@ Decisions where the sources are silent:
 The local problem of an agent (T5.7) couples its three trade blocks with ``p, r+, r-``
 through seven linear rows; it is solved by the small dense interior point of
 ``jaxmarket.smallqp`` to a scaled tolerance of 2.2e-13 (its ``converged`` flag is counted
-per iteration in ``ReserveState.local_failures``).
+per iteration in ``ReserveLocal.local_failures``).
 """
 
 from __future__ import annotations
 
-from typing import NamedTuple
+import dataclasses
+from typing import ClassVar, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
 from jaxmarket.community import Community
-from jaxmarket.driver import Algorithm
 from jaxmarket.smallqp import solve_qp
 
 
@@ -74,27 +75,6 @@ def reserve_trade_bounds(market: ReserveMarket):
         return lo, hi
 
     return box(market.up_max), box(market.down_max)
-
-
-class ReserveParams(NamedTuple):
-    rho: jax.Array  # (B,)
-    eps_primal: jax.Array  # (B,)
-    eps_dual: jax.Array  # (B,)
-
-
-class ReserveState(NamedTuple):
-    trades: jax.Array  # (B, 3, N, N) energy, up-reserve, down-reserve trades
-    prices: jax.Array  # (B, 3, N, N) lambda of each block
-    power: jax.Array  # (B, N) p_n
-    up: jax.Array  # (B, N) self-procured r+_n
-    down: jax.Array  # (B, N) self-procured r-_n
-    local_failures: jax.Array  # (B,) local solves that missed their tolerance so far
-
-
-class Residuals(NamedTuple):
-    primal: jax.Array  # (B,)
-    dual: jax.Array  # (B,)
-    objective: jax.Array  # (B,)
 
 
 def _swap(x):
@@ -172,28 +152,48 @@ def local_problems(market: ReserveMarket, rho, prices, targets) -> LocalProblems
     return LocalProblems(q, linear, A, rhs, lo, hi)
 
 
-def init(market: ReserveMarket, params: ReserveParams) -> ReserveState:
-    c = market.community
-    zeros = jnp.zeros((c.n_cases, 3) + c.charge.shape[1:], c.dtype)
-    return ReserveState(zeros, zeros, c.a * 0, c.a * 0, c.a * 0,
-                        jnp.zeros(c.n_cases, jnp.int32))
+class ReserveLocal(NamedTuple):
+    """What the reserve market's local update keeps between iterations."""
+    power: jax.Array  # (B, N) p_n
+    up: jax.Array  # (B, N) self-procured r+_n
+    down: jax.Array  # (B, N) self-procured r-_n
+    local_failures: jax.Array  # (B,) local solves that missed their tolerance so far
 
 
-def step(market: ReserveMarket, params: ReserveParams, state: ReserveState) -> ReserveState:
-    c = market.community
-    n = c.n_max
-    edges = c.edges[:, None]
-    targets = jnp.where(edges, 0.5 * (state.trades - _swap(state.trades)), 0.0)
-    problems = local_problems(market, params.rho, state.prices, targets)
-    solution = solve_qp(*problems)
-    z = solution.z
-    trades = jnp.stack([z[..., :n], z[..., n:2 * n], z[..., 2 * n:3 * n]], 1)
-    trades = jnp.where(edges, trades, 0.0)
-    rho = params.rho[:, None, None, None]
-    prices = jnp.where(edges, state.prices - 0.5 * rho * (trades + _swap(trades)), 0.0)
-    failures = (~solution.converged & c.active).sum(-1).astype(jnp.int32)
-    return ReserveState(trades, prices, z[..., 3 * n], z[..., 3 * n + 1], z[..., 3 * n + 2],
-                        state.local_failures + failures)
+@dataclasses.dataclass(frozen=True)
+class ReserveUpdate:
+    """The local update of consensus ADMM (``jaxmarket.algorithms.admm``) on this market:
+    every agent's QP (T5.7) over its three trade blocks, ``p``, ``r+`` and ``r-``; the
+    primal residual weighs the reciprocity mismatch by 1/4 (T5.9)."""
+
+    primal_weight: ClassVar[float] = 0.25
+
+    @staticmethod
+    def layout(market: ReserveMarket):
+        return market.community.edges[:, None], _swap
+
+    @staticmethod
+    def init(market: ReserveMarket):
+        c = market.community
+        zeros = jnp.zeros((c.n_cases, 3) + c.charge.shape[1:], c.dtype)
+        return zeros, ReserveLocal(c.a * 0, c.a * 0, c.a * 0, jnp.zeros(c.n_cases, jnp.int32))
+
+    @staticmethod
+    def solve(market: ReserveMarket, consensus, prices, rho, local: ReserveLocal):
+        c = market.community
+        n = c.n_max
+        edges = c.edges[:, None]
+        problems = local_problems(market, rho, prices, jnp.where(edges, consensus, 0.0))
+        solution = solve_qp(*problems)
+        z = solution.z
+        trades = jnp.stack([z[..., :n], z[..., n:2 * n], z[..., 2 * n:3 * n]], 1)
+        failures = (~solution.converged & c.active).sum(-1).astype(jnp.int32)
+        return jnp.where(edges, trades, 0.0), ReserveLocal(
+            z[..., 3 * n], z[..., 3 * n + 1], z[..., 3 * n + 2], local.local_failures + failures)
+
+    @staticmethod
+    def objective(market: ReserveMarket, state):
+        return objective(market, state.trades, state.local)
 
 
 def market_cost(market: ReserveMarket, power, up, down):
@@ -204,30 +204,15 @@ def market_cost(market: ReserveMarket, power, up, down):
     return jnp.where(c.active, cost, 0.0).sum(-1)
 
 
-def objective(market: ReserveMarket, state: ReserveState):
+def objective(market: ReserveMarket, trades, local: ReserveLocal):
     """(B,) the market objective: cost plus the charges on energy trades."""
-    return market_cost(market, state.power, state.up, state.down) + (
-        market.community.charge * state.trades[:, 0]).sum((-1, -2))
+    return market_cost(market, local.power, local.up, local.down) + (
+        market.community.charge * trades[:, 0]).sum((-1, -2))
 
 
-def residuals(market: ReserveMarket, params: ReserveParams, previous: ReserveState,
-              current: ReserveState) -> Residuals:
-    mismatch = current.trades + _swap(current.trades)
-    change = current.trades - previous.trades
-    return Residuals(jnp.sqrt(0.25 * (mismatch**2).sum((1, 2, 3))),
-                     jnp.sqrt((change**2).sum((1, 2, 3))), objective(market, current))
-
-
-def converged(params: ReserveParams, res: Residuals) -> jax.Array:
-    return (res.primal <= params.eps_primal) & (res.dual <= params.eps_dual)
-
-
-ALGORITHM = Algorithm(init, step, residuals, converged)
-
-
-def reserve_totals(state: ReserveState):
+def reserve_totals(trades, local: ReserveLocal):
     """(B, N) r+tot_n and r-tot_n: self-procured plus bought."""
-    return state.up + state.trades[:, 1].sum(-1), state.down + state.trades[:, 2].sum(-1)
+    return local.up + trades[:, 1].sum(-1), local.down + trades[:, 2].sum(-1)
 
 
 class JointSolution(NamedTuple):

@@ -32,9 +32,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from matplotlib.figure import Figure
 
-from jaxmarket.config import Study, resolve
+from jaxmarket.study.config import Study, resolve
 from jaxmarket.errors import InputError
-from jaxmarket.sweep import read_manifest, write_atomic
+from jaxmarket.study.store import read_manifest, write_atomic
 
 SECTIONS = ("summary", "algorithms", "sparsity", "layouts", "network", "uncertainty")
 

@@ -33,7 +33,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from jaxmarket.report import Dataset, distribution, save_figure, save_table, shifted_geometric_mean, swept_columns
-from jaxmarket.solve import GAP_THRESHOLDS
+from jaxmarket.markets.rows import GAP_THRESHOLDS
 
 GAP_FLOOR = 1e-16
 GAP_COLUMNS = {suffix: f"iterations_to_gap_{suffix}" for suffix in GAP_THRESHOLDS}

@@ -27,7 +27,7 @@ from matplotlib.figure import Figure
 
 from jaxmarket.community import concatenate
 from jaxmarket.report import Dataset, save_figure, save_table
-from jaxmarket.solve import solve_batch
+from jaxmarket.markets import solve
 
 MAP_FEE = 10.0  # u of the trade maps (the nearest swept fee is used)
 NO_TRADE = 1e-3  # MW: below this an inter-zone volume counts as none (ADMM tolerance 1e-4)
@@ -133,7 +133,7 @@ def trade_map(dataset: Dataset, directory: Path) -> list[Path]:
     cells = list(chosen.values())
     community = concatenate([cell.communities(dataset.manifest["config"]["run"]["seed"], [0], "float64")
                              for cell in cells])
-    trades = np.asarray(jax.block_until_ready(solve_batch(community, cells[0].solver)).trades)
+    trades = np.asarray(jax.block_until_ready(solve(community, cells[0].algorithm)).trades)
     grid = cells[0].grid_case.grid
     x, y = np.asarray(community.x[0]), np.asarray(community.y[0])
     producer = np.asarray(community.p_min[0]) >= 0

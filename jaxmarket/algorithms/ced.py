@@ -26,7 +26,7 @@ Residuals, on the measures of P2P ADMM: primal ``|Delta|``, the power balance er
 dual ``||p^{k+1} - p^k||_2``; ``objective`` the pool objective ``sum_n c_n(p_n)``.
 ``converged``: ``primal <= eps_primal`` and ``dual <= eps_dual``.
 
-Rows (``market_outcome``) keep the columns of the P2P algorithms: the dispatch is read as
+Rows (``jaxmarket.markets.pool``) keep the columns of the P2P algorithms: the dispatch is read as
 trades through the manager, so ``total_traded`` is the total production ``sum_n p_n^+``,
 every price column is the uniform price (spread 0; NaN when nothing is traded, as for P2P
 rows), ``charges_collected`` is 0, ``imbalance`` and ``power_balance_error`` are
@@ -37,14 +37,15 @@ to the manager and receives the price and the imbalance). The case columns (``n_
 
 from __future__ import annotations
 
-from typing import NamedTuple
+import dataclasses
+from typing import ClassVar, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
+from jaxmarket.algorithms.base import Algorithm, penalty
 from jaxmarket.community import Community
-from jaxmarket.driver import Algorithm
-from jaxmarket.metrics import agent_costs, market_metrics
+from jaxmarket.metrics import agent_costs
 
 
 class CEDParams(NamedTuple):
@@ -64,13 +65,6 @@ class Residuals(NamedTuple):
     primal: jax.Array  # (B,) |Delta|
     dual: jax.Array  # (B,) ||p^{k+1} - p^k||_2
     objective: jax.Array  # (B,) sum_n c_n(p_n)
-
-
-def params(n_cases: int, rho=1.0, eps_primal=1e-4, eps_dual=1e-4, mean_imbalance=False,
-           dtype=jnp.float64) -> CEDParams:
-    """Per-case parameters from scalars."""
-    return CEDParams(*(jnp.full(n_cases, v, dtype) for v in (rho, eps_primal, eps_dual)),
-                     jnp.full(n_cases, mean_imbalance, bool))
 
 
 def init(community: Community, params: CEDParams) -> CEDState:
@@ -105,28 +99,39 @@ def converged(params: CEDParams, res: Residuals) -> jax.Array:
     return (res.primal <= params.eps_primal) & (res.dual <= params.eps_dual)
 
 
-ALGORITHM = Algorithm(init, step, residuals, converged)
+@dataclasses.dataclass(frozen=True)
+class CED(Algorithm):
+    """Community ADMM in the thesis form: every agent absorbs the whole imbalance."""
+
+    name: ClassVar[str] = "ced"
+    label: ClassVar[str] = "CED"
+    markets: ClassVar[frozenset[str]] = frozenset({"pool"})
+    mean_imbalance: ClassVar[bool] = False
+
+    rho: float = penalty("ADMM penalty rho of the community manager's exchange")
+
+    def params(self, n_cases: int, dtype) -> CEDParams:
+        return CEDParams(*(jnp.full(n_cases, v, dtype)
+                           for v in (self.rho, self.eps_primal, self.eps_dual)),
+                         jnp.full(n_cases, self.mean_imbalance, bool))
+
+    def init(self, problem: Community, params: CEDParams) -> CEDState:
+        return init(problem, params)
+
+    def step(self, problem: Community, params: CEDParams, state: CEDState) -> CEDState:
+        return step(problem, params, state)
+
+    def residuals(self, problem, params, previous, current) -> Residuals:
+        return residuals(problem, params, previous, current)
+
+    def converged(self, params: CEDParams, res: Residuals) -> jax.Array:
+        return converged(params, res)
 
 
-@jax.jit
-def market_outcome(community: Community, state: CEDState, iterations, traded_floor):
-    """Row columns of ``metrics.market_metrics`` for a pool dispatch, plus the (B, N, N)
-    trades (none) and trade prices (the uniform price on every edge) of the result."""
-    power = jnp.where(community.active, state.power, 0.0)
-    none = jnp.zeros_like(community.charge)
-    rows = market_metrics(community, none, none, iterations, traded_floor)  # case columns
-    costs = agent_costs(community, power).sum(-1)
-    production = jax.nn.relu(power).sum(-1)
-    price = jnp.where(production > traded_floor, state.price, jnp.nan)
-    balance = jnp.abs(power.sum(-1))
-    rows.update(objective=costs, social_welfare=-costs, charges_collected=jnp.zeros_like(costs),
-                mean_price=price, price_min=price, price_max=price, price_spread=price - price,
-                total_traded=production, power_balance_error=balance, imbalance=balance,
-                messages=iterations.astype(jnp.int64) * 2 * rows["n_agents"],
-                consumption=jax.nn.relu(-power).sum(-1))
-    rows.update(trade_messages=rows["messages"],
-                messages_per_agent_mean=rows["messages"] / jnp.maximum(rows["n_agents"], 1),
-                # every agent sends its power and receives the price: 2 per iteration
-                messages_per_agent_max=rows["messages"] // jnp.maximum(rows["n_agents"], 1))
-    prices = jnp.where(community.edges, state.price[:, None, None], 0.0)
-    return rows, none, prices
+@dataclasses.dataclass(frozen=True)
+class CEDMean(CED):
+    """Community ADMM in the textbook form: every agent absorbs the mean imbalance."""
+
+    name: ClassVar[str] = "ced_mean"
+    label: ClassVar[str] = "CED (mean)"
+    mean_imbalance: ClassVar[bool] = True

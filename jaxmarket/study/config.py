@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import inspect
 import itertools
 import json
 import re
@@ -57,17 +58,14 @@ from pathlib import Path
 from typing import Any, Iterable
 
 import jax
-import jax.numpy as jnp
 
-from jaxmarket.case import perturbed_costs
-from jaxmarket.charges import POLICIES, GridCase, apply_policy, grid_outcome, load_grid_case
-from jaxmarket.community import Community, astype
+from jaxmarket.algorithms import check_algorithm, solver_schema
+from jaxmarket.charges import POLICIES, GridCase, load_grid_case
 from jaxmarket.errors import InputError
 from jaxmarket.generator import LAYOUTS, GeneratorParams, generate
+from jaxmarket.markets.reserve import check_algorithm as check_reserve_algorithm
 from jaxmarket.schema import child, integer, number, record, show, text
-from jaxmarket.renewables import RenewableParams
-from jaxmarket.reserve_study import ReserveStudyParams
-from jaxmarket.solve import ALGORITHMS, SolverOptions
+from jaxmarket.study.cell import Cell
 from jaxmarket.uncertainty import ALLOCATIONS, DISTRIBUTIONS
 
 DTYPES = ("float64", "float32")
@@ -95,28 +93,15 @@ def _generator_schema() -> dict[str, tuple[Any, Any]]:
     return schema
 
 
+def _default(function, name: str):
+    return inspect.signature(function).parameters[name].default
+
+
 def _flag(value, field):
     if not isinstance(value, bool):
         raise InputError(field, f"expected true or false, got {show(value)}")
     return value
 
-
-def _sequence(value, field):
-    """A persistent RCI sequence ``c / k^p`` as ``[c, p]`` with c > 0 and p >= 0."""
-    if not isinstance(value, list) or len(value) != 2:
-        raise InputError(field, f"expected [c, p] for c / k^p, got {show(value)}")
-    return number(value[0], child(field, 0), gt=0), number(value[1], child(field, 1), ge=0)
-
-
-def _balance_ratio(value, field):
-    """0 (fixed rho) or a residual ratio above 1."""
-    ratio = number(value, field, ge=0)
-    if 0 < ratio <= 1:
-        raise InputError(field, f"must be 0 (fixed rho) or a ratio above 1, got {ratio}")
-    return ratio
-
-
-SEQUENCES = ("alpha", "beta", "eta", "delta")
 
 # section -> key -> (default, checker); defaults of None are filled in from the context.
 SCHEMA: dict[str, dict[str, tuple[Any, Any]]] = {
@@ -132,8 +117,9 @@ SCHEMA: dict[str, dict[str, tuple[Any, Any]]] = {
     "graph": {
         "layout": ("full", partial(text, choices=LAYOUTS)),
         "sparsity": (0.0, partial(number, ge=0, lt=1)),
-        "n_communities": (3, partial(integer, ge=1)),
-        "charges_between_communities_only": (False, _flag),
+        "n_communities": (_default(generate, "n_communities"), partial(integer, ge=1)),
+        "charges_between_communities_only": (_default(generate, "charges_between_communities_only"),
+                                             _flag),
     },
     "network": {
         "case": (None, text),
@@ -151,106 +137,14 @@ SCHEMA: dict[str, dict[str, tuple[Any, Any]]] = {
         "reserve_share": (0.2, partial(number, ge=0)),
         "reserve_cost_factor": (1.0, partial(number, ge=0)),
     },
-    "solver": {
-        "algorithm": ("admm", partial(text, choices=tuple(ALGORITHMS))),
-        "rho": (1.0, partial(number, gt=0)),
-        # ADMM residual balancing (admm.RhoBalancing): ratio (0 = fixed rho), factor, every.
-        "rho_balance": (SolverOptions._field_defaults["rho_balance"], _balance_ratio),
-        "rho_balance_factor": (SolverOptions._field_defaults["rho_balance_factor"],
-                               partial(number, gt=1)),
-        "rho_balance_every": (SolverOptions._field_defaults["rho_balance_every"],
-                              partial(integer, gt=0)),
-        "eps_primal": (1e-4, partial(number, gt=0)),
-        "eps_dual": (1e-4, partial(number, gt=0)),
-        "max_iter": (10_000, partial(integer, gt=0)),
-        "check_every": (1, partial(integer, gt=0)),
-        "trace_every": (0, partial(integer, ge=0)),
-        # RCI / PCMBED only: the thesis stopping rule and the persistent sequences.
-        "eps_price": (SolverOptions._field_defaults["eps_price"], partial(number, gt=0)),
-        "eps_power": (SolverOptions._field_defaults["eps_power"], partial(number, gt=0)),
-        **{name: (SolverOptions._field_defaults[name], _sequence) for name in SEQUENCES},
-    },
+    # Derived from the fields of every registered algorithm (jaxmarket.algorithms).
+    "solver": {"algorithm": ("admm", check_algorithm),
+               **{key: (f.default, f.metadata["check"]) for key, f in solver_schema().items()}},
 }
 # Keys whose value is a pair: a list of numbers is that pair, a list of lists a sweep.
 RANGES = tuple(key for table in SCHEMA.values() for key, (default, _) in table.items()
                if isinstance(default, tuple))
 SWEPT_SECTIONS = ("community", "graph", "network", "reserve", "solver")
-
-
-@dataclass(frozen=True)
-class Cell:
-    """One point of the sweep: every community/graph/solver key at one value."""
-
-    index: int
-    values: dict[str, Any]  # "section.key" -> value (ranges as tuples)
-    grid_case: GridCase | None = dataclasses.field(default=None, compare=False, repr=False)
-
-    def section(self, name: str) -> dict[str, Any]:
-        prefix = name + "."
-        return {key[len(prefix):]: v for key, v in self.values.items() if key.startswith(prefix)}
-
-    @property
-    def n_agents(self) -> int:
-        if self.grid_case is not None:
-            return self.grid_case.case.community.n_max
-        return self.values["community.n_agents"]
-
-    @property
-    def generator(self) -> GeneratorParams:
-        params = self.section("community")
-        del params["n_agents"]
-        return GeneratorParams(**params)
-
-    @property
-    def layout(self) -> str:
-        return self.values["graph.layout"]
-
-    @property
-    def sparsity(self) -> float:
-        return self.values["graph.sparsity"]
-
-    @property
-    def solver(self) -> SolverOptions:
-        return SolverOptions(**self.section("solver"))
-
-    def communities(self, seed: int, case_indices, dtype: str) -> Community:
-        """The cell's cases ``case_indices`` as one batch: the only place a sweep builds
-        communities, so every runner solves the same cases."""
-        if self.grid_case is not None:
-            network = self.section("network")
-            community = perturbed_costs(self.grid_case.case.community, seed, case_indices,
-                                        network["cost_perturbation"])
-            community = apply_policy(community, self.grid_case.grid, network["policy"], network["fee"])
-            return astype(community, jnp.dtype(dtype))
-        return generate(seed, case_indices, self.n_agents, self.generator, self.layout,
-                        self.sparsity, *(self.values.get(f"graph.{key}", SCHEMA["graph"][key][0])
-                                         for key in OPTIONAL_KEYS["graph"]),
-                        dtype=jnp.dtype(dtype))
-
-    @property
-    def reserve(self) -> ReserveStudyParams | None:
-        """The energy and reserve study of the cell, None without a ``[reserve]`` section."""
-        values = self.section("reserve")
-        if not values:
-            return None
-        allocation, delta = values.pop("allocation"), values.pop("confidence")
-        return ReserveStudyParams(allocation, delta, RenewableParams(**values))
-
-    def grid_columns(self, trades) -> dict[str, Any]:
-        """Grid outcome columns of the cleared trades (none without a network case)."""
-        return {} if self.grid_case is None else grid_outcome(self.grid_case.grid, trades)
-
-    def labels(self) -> dict[str, Any]:
-        """The cell's parameters as flat scalar columns (a range r as r_lo, r_hi)."""
-        flat = {}
-        for key, value in self.values.items():
-            name = key.split(".", 1)[1]
-            if isinstance(value, tuple):
-                suffixes = ("_c", "_p") if name in SEQUENCES else ("_lo", "_hi")
-                flat[name + suffixes[0]], flat[name + suffixes[1]] = value
-            else:
-                flat[name] = value
-        return flat
 
 
 @dataclass(frozen=True)
@@ -377,7 +271,7 @@ def _grid_cases(checked: dict, merged: dict) -> dict[str, GridCase]:
 # Keys added after the first studies: left out of the resolved config unless given, so that
 # the studies written before them keep their config hash (and can be resumed).
 OPTIONAL_KEYS = {"graph": ("n_communities", "charges_between_communities_only"),
-                 "solver": ("rho_balance", "rho_balance_factor", "rho_balance_every")}
+                 "solver": tuple(key for key, f in solver_schema().items() if f.metadata["optional"])}
 
 
 def _omit_unused_keys(checked: dict, merged: dict) -> None:
@@ -392,18 +286,17 @@ def _check_cell(cell: Cell) -> None:
     """Checks that involve several keys, on every combination the sweep produces."""
     if cell.grid_case is None:
         cell.generator.validate()
+    algorithm = cell.algorithm
     if cell.reserve is not None:
         cell.reserve.validate()
-        if cell.solver.algorithm != "admm":
-            raise InputError("solver.algorithm", "the energy and reserve market runs the ADMM "
-                                                 "only (\"admm\")")
-    solver = cell.solver
-    if solver.rho_balance and (solver.algorithm != "admm" or cell.reserve is not None):
-        raise InputError("solver.rho_balance", "residual balancing is an option of the P2P ADMM "
-                                               "(algorithm \"admm\", no [reserve]) only")
-    if solver.trace_every % solver.check_every:
+        check_reserve_algorithm(algorithm)
+    if cell.values.get("solver.rho_balance") and (
+            "rho_balance" not in {f.name for f in algorithm.declarations()} or cell.reserve):
+        raise InputError("solver.rho_balance", "residual balancing is an option of the P2P "
+                                               "consensus ADMM family (no [reserve]) only")
+    if algorithm.trace_every % algorithm.check_every:
         raise InputError("solver.trace_every", f"must be a multiple of solver.check_every "
-                                               f"({solver.check_every}), got {solver.trace_every}")
+                                               f"({algorithm.check_every}), got {algorithm.trace_every}")
 
 
 def _check_communities(cells: tuple[Cell, ...], seed: int, dtype: str) -> None:
@@ -440,6 +333,6 @@ def load_study(path, overrides: Iterable[str] = (), out=None) -> Study:
     return resolve(raw, default_name=path.stem, overrides=pairs)
 
 
-def solver_options(values: dict) -> SolverOptions:
-    """Solver options checked like a study's ``[solver]`` section (``jaxmarket solve``)."""
-    return resolve({"solver": values}, default_name="solve").cells[0].solver
+def solver_options(values: dict):
+    """The algorithm of a ``[solver]`` section checked like a study's (``jaxmarket solve``)."""
+    return resolve({"solver": values}, default_name="solve").cells[0].algorithm

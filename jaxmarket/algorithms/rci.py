@@ -63,16 +63,19 @@ hundred (README, "ADMM vs RCI").
 
 from __future__ import annotations
 
-import functools
-from typing import NamedTuple
+import dataclasses
+from typing import ClassVar, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
-from jaxmarket import admm
+from jaxmarket.algorithms.admm import residual_norms
+from jaxmarket.algorithms.base import Algorithm, hyperparameter
 from jaxmarket.community import Community
-from jaxmarket.driver import Algorithm
-from jaxmarket.schedules import THESIS, Sequences
+from jaxmarket.errors import InputError
+from jaxmarket.metrics import p2p_objective
+from jaxmarket.schedules import Sequences, power_laws
+from jaxmarket.schema import child, number, show
 
 
 class RCIParams(NamedTuple):
@@ -98,11 +101,8 @@ class Residuals(NamedTuple):
     power_change: jax.Array  # (B,) sum_nm |p_nm^{k+1} - p_nm^k|
 
 
-def params(n_cases: int, eps_price=1e-4, eps_power=1e-4, eps_primal=jnp.inf, eps_dual=jnp.inf,
-           dtype=jnp.float64) -> RCIParams:
-    """Per-case parameters from scalars (the thesis rule alone by default)."""
-    values = (eps_price, eps_power, eps_primal, eps_dual)
-    return RCIParams(*(jnp.full(n_cases, v, dtype) for v in values))
+def _swap(m):
+    return jnp.swapaxes(m, -1, -2)
 
 
 def init(community: Community, params: RCIParams) -> RCIState:
@@ -172,8 +172,8 @@ def step(sequences: Sequences, central_node: bool, community: Community, params:
 
 def residuals(community: Community, params: RCIParams, previous: RCIState,
               current: RCIState) -> Residuals:
-    shared = admm.residuals(community, params, previous, current)
-    return Residuals(shared.primal, shared.dual, shared.objective,
+    primal, dual = residual_norms(previous.trades, current.trades, _swap)
+    return Residuals(primal, dual, p2p_objective(community, current.trades),
                      jnp.abs(current.prices - previous.prices).sum((-1, -2)),
                      jnp.abs(current.trades - previous.trades).sum((-1, -2)))
 
@@ -184,18 +184,69 @@ def converged(params: RCIParams, res: Residuals) -> jax.Array:
     return thesis & (res.primal <= params.eps_primal) & (res.dual <= params.eps_dual)
 
 
-def make(sequences: Sequences = THESIS, central_node: bool = False) -> Algorithm:
-    """RCI (``central_node=False``) or PCMBED with the given persistent sequences.
-
-    Memoised, so equal arguments give the same ``Algorithm`` and the driver's compiled
-    program is reused."""
-    return _make(sequences, bool(central_node))
-
-
-@functools.cache
-def _make(sequences: Sequences, central_node: bool) -> Algorithm:
-    return Algorithm(init, functools.partial(step, sequences, central_node), residuals, converged)
+def _sequence(value, field):
+    """A persistent sequence ``c / k^p`` as ``[c, p]`` with c > 0 and p >= 0."""
+    if not isinstance(value, (list, tuple)) or len(value) != 2:
+        raise InputError(field, f"expected [c, p] for c / k^p, got {show(value)}")
+    return number(value[0], child(field, 0), gt=0), number(value[1], child(field, 1), ge=0)
 
 
-ALGORITHM = make()
-PCMBED = make(central_node=True)
+def _sequence_field(default, unit: str, description: str):
+    return hyperparameter(default, unit, f"{description}, as [c, p] in c / k^p (thesis T3.5)",
+                          _sequence, suffixes=("_c", "_p"))
+
+
+@dataclasses.dataclass(frozen=True)
+class RCI(Algorithm):
+    """Relaxed consensus + innovation (module doc). Stops when the thesis rule and the
+    ADMM rule both hold; an infinite tolerance switches a test off."""
+
+    name: ClassVar[str] = "rci"
+    label: ClassVar[str] = "RCI"
+    markets: ClassVar[frozenset[str]] = frozenset({"p2p"})
+    central_node: ClassVar[bool] = False
+
+    eps_price: float = hyperparameter(
+        1e-4, "EUR/MWh", "thesis rule: tolerance on sum |lambda^{k+1} - lambda^k|",
+        lambda value, field: number(value, field, gt=0), traced=True, tolerance=True)
+    eps_power: float = hyperparameter(
+        1e-4, "MW", "thesis rule: tolerance on sum |p^{k+1} - p^k|",
+        lambda value, field: number(value, field, gt=0), traced=True, tolerance=True)
+    alpha: tuple[float, float] = _sequence_field((0.01, 0.01), "EUR/MWh per MW",
+                                                 "innovation gain alpha_k")
+    beta: tuple[float, float] = _sequence_field((0.1, 0.1), "1", "consensus gain beta_k")
+    eta: tuple[float, float] = _sequence_field((0.005, 0.0), "EUR/MWh per MW",
+                                               "step eta_k of the bound duals")
+    delta: tuple[float, float] = _sequence_field((1.0, 0.0), "MW",
+                                                 "offset delta_k of the trade weights")
+    # Any four optax schedules in place of the power laws above (not a study key).
+    schedules: Sequences | None = dataclasses.field(default=None, metadata={"component": True})
+
+    @property
+    def sequences(self) -> Sequences:
+        return self.schedules or power_laws(self.alpha, self.beta, self.eta, self.delta)
+
+    def params(self, n_cases: int, dtype) -> RCIParams:
+        values = (self.eps_price, self.eps_power, self.eps_primal, self.eps_dual)
+        return RCIParams(*(jnp.full(n_cases, v, dtype) for v in values))
+
+    def init(self, problem: Community, params: RCIParams) -> RCIState:
+        return init(problem, params)
+
+    def step(self, problem: Community, params: RCIParams, state: RCIState) -> RCIState:
+        return step(self.sequences, self.central_node, problem, params, state)
+
+    def residuals(self, problem, params, previous, current) -> Residuals:
+        return residuals(problem, params, previous, current)
+
+    def converged(self, params: RCIParams, res: Residuals) -> jax.Array:
+        return converged(params, res)
+
+
+@dataclasses.dataclass(frozen=True)
+class PCMBED(RCI):
+    """RCI with a virtual central node (T3.6, module doc)."""
+
+    name: ClassVar[str] = "pcmbed"
+    label: ClassVar[str] = "PCMBED"
+    central_node: ClassVar[bool] = True

@@ -1,5 +1,6 @@
-"""One batch of the energy + reserve study: renewables, allocation, ADMM, joint reference,
-Monte Carlo coverage, one row per case (SPEC section 6).
+"""The energy + reserve market (T ch. 5) of a study: renewables, allocation, consensus ADMM
+with the reserve market's local update, joint reference, Monte Carlo coverage, one row
+per case.
 
 Columns (per case):
 ``iterations, converged, diverged, primal_residual, dual_residual, local_failures``
@@ -18,6 +19,7 @@ prosumer counts as a producer), ``joint_reserve_up/down``; ``n_uncertain``.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -26,11 +28,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxmarket import reserve, uncertainty
+from jaxmarket.algorithms import Algorithm
 from jaxmarket.community import Community
 from jaxmarket.driver import DriverResult, iterate
 from jaxmarket.errors import InputError
+from jaxmarket.markets.lanes import driver_options
+from jaxmarket.markets.rows import BatchResult, driver_columns
 from jaxmarket.renewables import RenewableParams, add_renewables, case_keys
-from jaxmarket.solve import BatchResult, SolverOptions, driver_columns, driver_options
 
 
 @dataclass(frozen=True)
@@ -75,33 +79,36 @@ class ReserveRun(NamedTuple):
         return self.result.lane_iterations
 
 
-def run_reserve_market(community: Community, params: ReserveStudyParams, seed: int,
-                       case_indices, options: SolverOptions,
-                       driver: str = "continuous") -> ReserveRun:
-    """The energy and reserve ADMM alone on every case of the batch (the costly part)."""
-    if options.algorithm != "admm":
-        raise InputError("solver.algorithm", "the energy and reserve market runs the ADMM only "
-                                             f"(\"admm\"), got {options.algorithm!r}")
+def check_algorithm(algorithm: Algorithm, field: str = "solver.algorithm") -> None:
+    if "reserve" not in algorithm.markets:
+        raise InputError(field, f"the energy and reserve market runs consensus ADMM only "
+                                f"(\"admm\"), got {algorithm.name!r}")
+
+
+def run(community: Community, params: ReserveStudyParams, seed: int, case_indices,
+        algorithm: Algorithm, driver: str = "continuous") -> ReserveRun:
+    """Consensus ADMM with the reserve market's local update alone on every case of the
+    batch (the costly part); no trace."""
+    check_algorithm(algorithm)
     market, forecast, keys, local = build_market(community, seed, case_indices, params)
-    n_cases, dtype = community.n_cases, community.dtype
-    solver = reserve.ReserveParams(*(jnp.full(n_cases, v, dtype) for v in
-                                     (options.rho, options.eps_primal, options.eps_dual)))
-    untraced = driver_options(community, options._replace(trace_every=0), driver)
+    algorithm = dataclasses.replace(algorithm, local=reserve.ReserveUpdate(), trace_every=0)
+    solver = algorithm.params(community.n_cases, community.dtype)
     return ReserveRun(market, forecast, keys, local,
-                      iterate(reserve.ALGORITHM, market, solver, untraced))
+                      iterate(algorithm.static(), market, solver,
+                              driver_options(community, algorithm, driver)))
 
 
-def tabulate_reserve(community: Community, params: ReserveStudyParams, run: ReserveRun
-                     ) -> BatchResult:
+def tabulate(community: Community, params: ReserveStudyParams, run: ReserveRun) -> BatchResult:
     """One row per case: the ADMM's outcome, its Monte Carlo coverage and the joint
     chance-constrained reference."""
     market, forecast, keys, local, result = run
     state = result.state
+    agents = state.local
     n_cases, dtype = community.n_cases, community.dtype
     uncertain = market.uncertain
-    up_total, down_total = reserve.reserve_totals(state)
+    up_total, down_total = reserve.reserve_totals(state.trades, agents)
     on = lambda v, mask: jnp.where(mask, v, 0.0).sum(-1)  # noqa: E731
-    cover = uncertainty.coverage(forecast, uncertain, state.power, up_total, down_total,
+    cover = uncertainty.coverage(forecast, uncertain, agents.power, up_total, down_total,
                                  on(up_total, uncertain), on(down_total, uncertain), keys)
 
     levels = uncertainty.global_levels(jnp.full(n_cases, params.delta, dtype))
@@ -109,7 +116,7 @@ def tabulate_reserve(community: Community, params: ReserveStudyParams, run: Rese
     joint = reserve.solve_joint(market, sum_low, sum_high)
     joint_cover = uncertainty.coverage(forecast, uncertain, joint.power, joint.up, joint.down,
                                        joint.up.sum(-1), joint.down.sum(-1), keys)
-    cost = reserve.market_cost(market, state.power, state.up, state.down)
+    cost = reserve.market_cost(market, agents.power, agents.up, agents.down)
     active = community.active
     certain = active & ~uncertain
     producer = certain & (community.p_max > 0)
@@ -121,7 +128,7 @@ def tabulate_reserve(community: Community, params: ReserveStudyParams, run: Rese
     delta_local = np.where(np.asarray(uncertain), np.asarray(local), np.nan)
     rows = {
         **driver_columns(result),
-        "local_failures": state.local_failures,
+        "local_failures": agents.local_failures,
         "objective": result.residuals.objective,
         "cost": cost,
         "joint_cost": joint.cost,
@@ -138,11 +145,11 @@ def tabulate_reserve(community: Community, params: ReserveStudyParams, run: Rese
         "delta_local_mean": np.nanmean(delta_local, -1),
         "up_bought_renewable": on(state.trades[:, 1].sum(-1), uncertain),
         "down_bought_renewable": on(state.trades[:, 2].sum(-1), uncertain),
-        "down_held_renewable": on(state.down, uncertain),
-        "up_held_producer": on(state.up, producer),
-        "down_held_producer": on(state.down, producer),
-        "up_held_consumer": on(state.up, consumer),
-        "down_held_consumer": on(state.down, consumer),
+        "down_held_renewable": on(agents.down, uncertain),
+        "up_held_producer": on(agents.up, producer),
+        "down_held_producer": on(agents.down, producer),
+        "up_held_consumer": on(agents.up, consumer),
+        "down_held_consumer": on(agents.down, consumer),
         "joint_reserve_up": joint.up.sum(-1),
         "joint_reserve_down": joint.down.sum(-1),
         "n_uncertain": uncertain.sum(-1),

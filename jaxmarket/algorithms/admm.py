@@ -1,0 +1,200 @@
+"""P2P consensus ADMM (T Algorithm 2, T3.10-3.13, B19-6), for every market with trades.
+
+Every agent n solves its local problem exactly against the half-difference
+``y_nm = (p_nm - p_mn) / 2`` of the last trades (the consensus trade) and the trade prices
+``lambda_nm``; the prices then move with the reciprocity mismatch,
+``lambda_nm <- lambda_nm - rho (p_nm + p_mn) / 2``. Prices start at 0 and receive the same
+update on both ends of a trade, so ``lambda_nm = lambda_mn`` throughout.
+
+The local update is a component (``local``): the exact trade-and-injection solve of the
+P2P market (``TradeUpdate``, ``jaxmarket.local``), or the small QP of the energy + reserve
+market (``jaxmarket.reserve.ReserveUpdate``), whose trades carry a block axis. The trades
+live on the dense (B, N, N) layout or, for the P2P market, on neighbour lists
+(``jaxmarket.neighbours``); the same methods serve both.
+
+The penalty is the thesis' fixed rho by default. With ``rho_balance > 0`` it follows residual
+balancing (Boyd et al. 2011, section 3.4.1): every ``rho_balance_every`` iterations rho is
+multiplied by ``rho_balance_factor`` where the primal residual exceeds ``rho_balance`` times
+the dual one, and divided by it where the dual residual exceeds ``rho_balance`` times the
+primal one, within a factor ``eps^(-1/3)`` of the initial rho (203 in float32, 1.6e5 in
+float64): in float32 an unbounded rho fell so low that the price updates
+``rho (p_nm + p_mn) / 2`` vanished below the rounding of the prices and the iteration
+locked, while float64 cases do use a rho below 1e-3 of the initial one to speed up. Both
+residuals are the global ones of the stopping rule (T3.13), which every agent already
+receives, so the update costs no message; the prices are unscaled, so they need no
+rescaling when rho changes. Distance-based charges make the optimal trades a vertex of a
+transportation-like polytope that fixed-rho ADMM approaches only at the speed
+``(lambda - gamma - mu) / rho`` of tiny reduced costs; a smaller rho speeds that drift up,
+and balancing finds it per case.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from functools import partial
+from typing import Any, ClassVar, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from jaxmarket import neighbours
+from jaxmarket.algorithms.base import Algorithm, hyperparameter, penalty
+from jaxmarket.community import Community
+from jaxmarket.errors import InputError
+from jaxmarket.local import solve_agents
+from jaxmarket.metrics import p2p_objective
+from jaxmarket.neighbours import NeighbourLists
+from jaxmarket.schema import integer, number
+
+
+class ADMMParams(NamedTuple):
+    rho: jax.Array  # (B,) penalty (the initial one under residual balancing)
+    eps_primal: jax.Array  # (B,) tolerance on sqrt(sum_n r_n)
+    eps_dual: jax.Array  # (B,) tolerance on sqrt(sum_n s_n)
+
+
+class ADMMState(NamedTuple):
+    trades: jax.Array  # (B, N, N) p_nm; (B, N, D) on neighbour lists; (B, 3, N, N) reserve
+    prices: jax.Array  # lambda_nm, same layout
+    local: Any  # what the local update keeps (P2P: power p_n and perceived price mu_n)
+    rho: jax.Array  # (B,) penalty of the next iteration
+    count: jax.Array  # (B,) iterations done
+
+
+class Residuals(NamedTuple):
+    primal: jax.Array  # (B,) sqrt(sum_n r_n), r_n = sum_m (p_nm + p_mn)^2   (T3.13)
+    dual: jax.Array  # (B,) sqrt(sum_n s_n), s_n = sum_m (p_nm^{k+1} - p_nm^k)^2
+    objective: jax.Array  # (B,) objective of the current trades (for gap traces)
+
+
+def _swap(m):
+    return jnp.swapaxes(m, -1, -2)
+
+
+def residual_norms(previous_trades, trades, reverse, primal_weight: float = 1.0):
+    """(B,) primal and dual residuals (T3.13; T5.9 weighs the mismatch by 1/4)."""
+    axes = tuple(range(1, trades.ndim))
+    mismatch = (trades + reverse(trades)) ** 2
+    primal = mismatch.sum(axes)
+    if primal_weight != 1.0:
+        primal = primal_weight * primal
+    return jnp.sqrt(primal), jnp.sqrt(((trades - previous_trades) ** 2).sum(axes))
+
+
+class AgentState(NamedTuple):
+    power: jax.Array  # (B, N) p_n = sum_m p_nm
+    perceived_price: jax.Array  # (B, N) mu_n, the warm start of the next solve
+
+
+@dataclasses.dataclass(frozen=True)
+class TradeUpdate:
+    """The P2P market's local update: every agent's exact trades and injection
+    (``jaxmarket.local``), on the dense layout or on neighbour lists."""
+
+    primal_weight: ClassVar[float] = 1.0
+
+    @staticmethod
+    def layout(problem: Community | NeighbourLists):
+        """The edge mask and the map to the reverse trades p_mn: a transpose on the dense
+        layout, a gather on neighbour lists."""
+        if isinstance(problem, NeighbourLists):
+            return problem.community.edges, partial(neighbours.reverse, problem.mirror)
+        return problem.edges, _swap
+
+    @staticmethod
+    def init(problem: Community | NeighbourLists):
+        community = problem.community if isinstance(problem, NeighbourLists) else problem
+        zeros = jnp.zeros_like(community.charge)
+        return zeros, AgentState(community.a * 0, community.a * 0)
+
+    @staticmethod
+    def solve(problem, consensus, prices, rho, local: AgentState):
+        community = problem.community if isinstance(problem, NeighbourLists) else problem
+        rho = rho[:, None]
+        target = consensus + (prices - community.charge) / rho[..., None]
+        target = jnp.where(community.edges, target, 0.0)
+        decision = solve_agents(target, community.trade_min, community.trade_max, community.a,
+                                community.b, community.p_min, community.p_max, rho,
+                                guess=local.perceived_price)
+        return decision.trades, AgentState(decision.power, decision.perceived_price)
+
+    @staticmethod
+    def objective(problem, state: ADMMState):
+        community = problem.community if isinstance(problem, NeighbourLists) else problem
+        return p2p_objective(community, state.trades)
+
+
+def _balance_ratio(value, field):
+    """0 (fixed rho) or a residual ratio above 1."""
+    ratio = number(value, field, ge=0)
+    if 0 < ratio <= 1:
+        raise InputError(field, f"must be 0 (fixed rho) or a ratio above 1, got {ratio}")
+    return ratio
+
+
+@dataclasses.dataclass(frozen=True)
+class ConsensusADMM(Algorithm):
+    """P2P consensus ADMM with the exact local update (module doc)."""
+
+    name: ClassVar[str] = "admm"
+    label: ClassVar[str] = "ADMM"
+    markets: ClassVar[frozenset[str]] = frozenset({"p2p", "reserve"})
+    neighbour_lists: ClassVar[bool] = True
+
+    rho: float = penalty()
+    rho_balance: float = hyperparameter(
+        0.0, "1", "residual balancing of rho: 0 keeps rho fixed (the thesis), else the residual "
+        "ratio above which rho changes", _balance_ratio, optional=True)
+    rho_balance_factor: float = hyperparameter(
+        2.0, "1", "residual balancing: factor by which rho changes", partial(number, gt=1),
+        optional=True)
+    rho_balance_every: int = hyperparameter(
+        10, "iterations", "residual balancing: iterations between two changes of rho",
+        partial(integer, gt=0), optional=True)
+    # The local update of the market solved (not a study key: the market sets it).
+    local: Any = dataclasses.field(default=TradeUpdate(), metadata={"component": True})
+
+    def params(self, n_cases: int, dtype) -> ADMMParams:
+        return ADMMParams(*(jnp.full(n_cases, v, dtype)
+                            for v in (self.rho, self.eps_primal, self.eps_dual)))
+
+    def init(self, problem, params: ADMMParams) -> ADMMState:
+        zeros, local = self.local.init(problem)
+        return ADMMState(zeros, zeros, local, params.rho, jnp.zeros(params.rho.shape, jnp.int32))
+
+    def consensus(self, state: ADMMState, reverse):
+        """The consensus trades the agents are pulled towards: y_nm = (p_nm - p_mn) / 2."""
+        return 0.5 * (state.trades - reverse(state.trades))
+
+    def step(self, problem, params: ADMMParams, state: ADMMState) -> ADMMState:
+        edges, reverse = self.local.layout(problem)
+        trades, local = self.local.solve(problem, self.consensus(state, reverse), state.prices,
+                                         state.rho, state.local)
+        rho = state.rho.reshape((-1,) + (1,) * (trades.ndim - 1))
+        prices = state.prices - 0.5 * rho * (trades + reverse(trades))
+        count = state.count + 1
+        return ADMMState(trades, jnp.where(edges, prices, 0.0), local,
+                         self.balanced_rho(params, state, trades, count, reverse), count)
+
+    def balanced_rho(self, params: ADMMParams, state: ADMMState, trades, count, reverse):
+        """The penalty of the next iteration: fixed, or residual balancing (module doc)."""
+        if not self.rho_balance:
+            return state.rho
+        primal, dual = residual_norms(state.trades, trades, reverse, self.local.primal_weight)
+        due = count % self.rho_balance_every == 0
+        factor = self.rho_balance_factor
+        rho = jnp.where(due & (primal > self.rho_balance * dual), state.rho * factor,
+                        jnp.where(due & (dual > self.rho_balance * primal), state.rho / factor,
+                                  state.rho))
+        limit = float(jnp.finfo(rho.dtype).eps) ** (-1 / 3)
+        return jnp.clip(rho, params.rho / limit, params.rho * limit)
+
+    def residuals(self, problem, params, previous: ADMMState, current: ADMMState) -> Residuals:
+        _, reverse = self.local.layout(problem)
+        return Residuals(*residual_norms(previous.trades, current.trades, reverse,
+                                         self.local.primal_weight),
+                         self.local.objective(problem, current))
+
+    def converged(self, params, res: Residuals) -> jax.Array:
+        """Global stop (T3.12): sum_n r_n <= eps_p^2 and sum_n s_n <= eps_d^2."""
+        return (res.primal <= params.eps_primal) & (res.dual <= params.eps_dual)

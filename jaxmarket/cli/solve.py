@@ -1,0 +1,143 @@
+"""``jaxmarket solve``: one case, a packaged one or a JSON file, and a summary with units.
+
+The solver options are the fields of the registered algorithms (``jaxmarket.algorithms``):
+one flag per field, ``--rho``, ``--eps-primal``, ``--alpha C P``..., whose default is the
+chosen algorithm's own. ``--tol`` sets every stopping tolerance of the chosen algorithm.
+"""
+
+from __future__ import annotations
+
+import inspect
+import time
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from jaxmarket import algorithms
+from jaxmarket.cli.common import setup_jax, user_errors
+from jaxmarket.errors import InputError
+
+app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None)
+
+
+def _flag(key: str) -> str:
+    return "--" + key.replace("_", "-")
+
+
+def _solver_options() -> list[inspect.Parameter]:
+    """One option per ``[solver]`` key, typed by its default; None means "the algorithm's"."""
+    parameters = []
+    for key, field in algorithms.solver_schema().items():
+        kind = type(field.default)
+        annotation = Optional[tuple[float, float]] if kind is tuple else Optional[kind]
+        unit = field.metadata["unit"]
+        help_ = f"{field.metadata['description']} [{unit}; default {field.default}]"
+        parameters.append(inspect.Parameter(key, inspect.Parameter.KEYWORD_ONLY, annotation=annotation,
+                                            default=typer.Option(None, _flag(key), help=help_)))
+    return parameters
+
+
+def _trades_table(case, trades, prices):
+    """One row per directed trade on the graph, agents named by their ids in the file."""
+    import numpy as np
+    import pyarrow as pa
+
+    n, m = np.nonzero(np.asarray(case.community.edges[0]))
+    ids = np.asarray(case.agent_ids)
+    return pa.table({"i": ids[n], "j": ids[m], "p_ij": np.asarray(trades[0])[n, m],
+                     "price_ij": np.asarray(prices[0])[n, m]})
+
+
+def solve(case_file: Path, algorithm: str, tol: Optional[float], policy: str, fee: float,
+          out: Optional[Path], **solver):
+    """Solve one case (a packaged case such as new_england, or a JSON case file) and print
+    a summary with units."""
+    flags = {f"solver.{key}": _flag(key) for key in algorithms.solver_schema()}
+    flags.update({"solver.algorithm": "--algorithm"})
+    with user_errors(flags):
+        setup_jax()
+        import jax
+        import numpy as np
+        import pyarrow as pa
+
+        from jaxmarket.case import load_case
+        from jaxmarket.charges import POLICIES, apply_policy, grid_outcome, load_grid_case
+        from jaxmarket.markets import solve as solve_market
+        from jaxmarket.schema import number, text
+        from jaxmarket.study.cell import flat_labels
+        from jaxmarket.study.config import solver_options
+        from jaxmarket.study.store import environment, write_table
+
+        chosen = algorithms.get(text(algorithm, "--algorithm", choices=algorithms.names()))
+        values = {key: v for key, v in solver.items() if v is not None}
+        if tol is not None:
+            number(tol, "--tol", gt=0)
+            values.update({f.name: tol for f in chosen.declarations() if f.metadata["tolerance"]})
+        options = solver_options({"algorithm": algorithm, **values})
+        if out is not None and out.suffix != ".parquet":
+            raise InputError("--out", f"expected a .parquet file name, got {str(out)!r}")
+        if out is not None and out.is_dir():
+            raise InputError("--out", f"{out} is a directory")
+        text(policy, "--policy", choices=POLICIES)
+        number(fee, "--fee", ge=0)
+        case = load_case(case_file)
+        grid = load_grid_case(case_file).grid if policy != "none" or "branches" in case.meta else None
+    community = case.community if grid is None else apply_policy(case.community, grid, policy, fee)
+    start = time.perf_counter()
+    result = jax.block_until_ready(solve_market(community, options))
+    elapsed = time.perf_counter() - start
+    columns = {**result.rows, **(grid_outcome(grid, result.trades) if grid is not None else {})}
+    row = {key: np.asarray(value)[0].item() for key, value in columns.items()}
+    typer.echo(
+        f"{case.name}: {options.name}, {row['iterations']} iterations, converged {row['converged']}\n"
+        f"  pool price            {row['pool_price']:.2f} EUR/MWh\n"
+        f"  trade price min/mean/max {row['price_min']:.4f} / {row['mean_price']:.4f} / "
+        f"{row['price_max']:.4f} EUR/MWh\n"
+        f"  total traded          {row['total_traded']:.1f} MW\n"
+        f"  objective             {row['objective']:.2f} EUR/h\n"
+        f"  reference objective   {row['reference_objective']:.2f} EUR/h (gap {row['optimality_gap']:.3e})\n"
+        f"  wall time             {elapsed:.3f} s (including compilation)")
+    if grid is not None:
+        typer.echo(f"  network               {policy} at u = {fee:g} EUR/MWh: charges collected "
+                   f"{row['charges_collected']:.2f} EUR/h, inter-zone traded "
+                   f"{row['inter_zone_traded']:.2f} MW, max line loading {row['max_loading']:.1%} "
+                   f"({row['most_loaded_line']}), {row['overloaded_lines']} overloaded")
+    if out is not None:
+        with user_errors():
+            out.parent.mkdir(parents=True, exist_ok=True)
+            labels = {"case": case.name, "file": str(case_file), "policy": policy, "fee": fee,
+                      **flat_labels({f"solver.{f.name}": getattr(options, f.name)
+                                     for f in options.declarations()}),
+                      "algorithm": options.name}
+            table = pa.table({**{k: [v] for k, v in labels.items()},
+                              **{k: [v] for k, v in row.items()}, "wall_time_s": [elapsed]})
+            metadata = {"case": case.name, "environment": environment()}
+            write_table(out, table, metadata)
+            trades = out.with_name(out.stem + ".trades.parquet")
+            write_table(trades, _trades_table(case, result.trades, result.prices), metadata)
+        typer.echo(f"  wrote {out} and {trades}")
+
+
+solve.__signature__ = inspect.Signature([
+    inspect.Parameter("case_file", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=Path,
+                      default=typer.Argument(..., metavar="CASE", help="A packaged case "
+                                             "(jaxmarket cases) or a JSON case file.")),
+    inspect.Parameter("algorithm", inspect.Parameter.KEYWORD_ONLY, annotation=str,
+                      default=typer.Option("admm", metavar="NAME", help="Market algorithm: "
+                                           + ", ".join(algorithms.names()) + ".")),
+    inspect.Parameter("tol", inspect.Parameter.KEYWORD_ONLY, annotation=Optional[float],
+                      default=typer.Option(None, metavar="T", help="Every stopping tolerance of "
+                                           "the algorithm (overrides --eps-*).")),
+    inspect.Parameter("policy", inspect.Parameter.KEYWORD_ONLY, annotation=str,
+                      default=typer.Option("none", metavar="POLICY", help="Network charges: none, "
+                                           "unique, distance_ptd, distance_thevenin, zonal.")),
+    inspect.Parameter("fee", inspect.Parameter.KEYWORD_ONLY, annotation=float,
+                      default=typer.Option(0.0, metavar="U", help="Unit network fee u (EUR/MWh per "
+                                           "unit of distance).")),
+    inspect.Parameter("out", inspect.Parameter.KEYWORD_ONLY, annotation=Optional[Path],
+                      default=typer.Option(None, metavar="FILE.parquet", help="Write the case row "
+                                           "here and the trades to FILE.trades.parquet.")),
+    *_solver_options(),
+])
+app.command()(solve)

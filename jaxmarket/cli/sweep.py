@@ -1,0 +1,95 @@
+"""``jaxmarket sweep``: run a study and write its Parquet dataset."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, ProgressColumn, TextColumn, TimeRemainingColumn
+from rich.text import Text
+
+from jaxmarket.cli.common import SET_HELP, setup_jax, user_errors
+from jaxmarket.errors import InputError
+
+app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None)
+
+
+class _CasesPerSecond(ProgressColumn):
+    def render(self, task) -> Text:
+        return Text(f"{task.speed:.1f} cases/s" if task.speed else "- cases/s")
+
+
+def _progress(console: Console) -> Progress:
+    return Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("chunks {task.fields[chunks]}"),
+                    _CasesPerSecond(), TimeRemainingColumn(), console=console,
+                    disable=not console.is_terminal)
+
+
+@app.command()
+def sweep(
+    file: Path = typer.Argument(..., metavar="FILE", help="Study file (TOML)."),
+    out: Optional[Path] = typer.Option(None, metavar="DIR", help="Output directory (default: run.out)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue an unfinished study."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Delete the existing dataset and start over."),
+    set_: Optional[list[str]] = typer.Option(None, "--set", metavar="KEY=VALUE", help=SET_HELP),
+    driver: str = typer.Option("continuous", metavar="NAME",
+                               help="continuous (lanes refilled as cases stop), blocked (cache-sized blocks) "
+                                    "or plain (one loop per batch); same rows."),
+    cpu_devices: int = typer.Option(0, metavar="N", help="JAX devices on a CPU (0: one per core)."),
+    distributed: bool = typer.Option(False, "--distributed", help=(
+        "One of several processes of a study (jax.distributed; Slurm and Open MPI are detected, "
+        "else give the three options below): each takes every P-th chunk.")),
+    coordinator: Optional[str] = typer.Option(None, metavar="HOST:PORT",
+                                              help="--distributed: address of process 0."),
+    num_processes: Optional[int] = typer.Option(None, metavar="P", help="--distributed: processes."),
+    process_id: Optional[int] = typer.Option(None, metavar="I", help="--distributed: this process."),
+):
+    """Run a study and write its Parquet dataset."""
+    with user_errors():
+        setup_jax()
+        import jax
+
+        from jaxmarket.markets.lanes import check_driver
+        from jaxmarket.study import plan as planner, run as runner, store
+        from jaxmarket.study.config import load_study
+
+        runner.use_cpu_devices(cpu_devices)
+        check_driver(driver)
+        if not distributed and (coordinator, num_processes, process_id) != (None, None, None):
+            raise InputError("--coordinator", "--coordinator, --num-processes and --process-id "
+                                              "need --distributed")
+        if distributed:  # before JAX computes anything
+            jax.distributed.initialize(coordinator, num_processes, process_id)
+        study = load_study(file, set_ or (), out)
+        plan = planner.prepare(study, resume=resume, overwrite=overwrite,
+                              process=jax.process_index(), processes=jax.process_count())
+    # A process of a multi-process run counts the chunks it takes.
+    total, pending = len(plan.assigned), plan.pending
+    share = "" if plan.processes == 1 else f" (process {plan.process} of {plan.processes})"
+    if not pending:
+        typer.echo(f"{study.name}: all {total} chunks{share} are already in {study.out}; nothing "
+                   f"to do (--overwrite reruns the study)")
+        return
+    done, cases = total - len(pending), sum(c.n_cases for c in pending)
+    typer.echo(f"{study.name}: running {len(pending)} of {total} chunks ({cases} cases) into "
+               f"{study.out}{share}")
+    console, start = Console(stderr=True), time.perf_counter()
+    with user_errors(), _progress(console) as progress:
+        task = progress.add_task(study.name, total=cases, chunks=f"{done}/{total}")
+        try:
+            for chunk in runner.run(plan, driver):
+                done += 1
+                progress.update(task, advance=chunk.n_cases, chunks=f"{done}/{total}")
+                if progress.disable:  # a log file gets one line per chunk instead of a bar
+                    typer.echo(f"{chunk.name}: {done}/{total} chunks", err=True)
+        except KeyboardInterrupt:
+            typer.echo(f"interrupted after {done}/{total} chunks; rerun the same command with "
+                       f"--resume to continue", err=True)
+            raise typer.Exit(130) from None
+    execution = store.read_manifest(study.out, plan.manifest)["execution"]
+    typer.echo(f"{study.name}: {len(pending)} chunks ({cases} cases) written to {study.out} "
+               f"in {time.perf_counter() - start:.1f} s ({driver} driver, lane utilisation "
+               f"{execution['lane_utilisation']:.1%})")

@@ -1,0 +1,32 @@
+"""Market kinds: each builds its batch, runs an algorithm on the driver and tabulates rows.
+
+``p2p`` (bilateral trades, T3.9), ``pool`` (community-based dispatch, T3.1, cleared by
+community ADMM) and ``reserve`` (energy and reserve, T ch. 5). The market of a run
+follows from the algorithm (a pool algorithm clears the pool) and from the study (a
+``[reserve]`` section). Every kind's columns are declared in ``columns``.
+"""
+
+from __future__ import annotations
+
+from jaxmarket.algorithms import Algorithm
+from jaxmarket.community import Community
+from jaxmarket.errors import InputError
+from jaxmarket.markets import p2p, pool
+from jaxmarket.markets.rows import BatchResult
+
+
+def kind(algorithm: Algorithm, reserve: bool = False) -> str:
+    """The market an algorithm clears: ``reserve`` in an energy and reserve study, else
+    ``pool`` for a pool algorithm and ``p2p`` for one with trades."""
+    if reserve:
+        return "reserve"
+    return "pool" if "pool" in algorithm.markets else "p2p"
+
+
+def solve(community: Community, algorithm: Algorithm, driver: str = "continuous") -> BatchResult:
+    """Run ``algorithm`` on every case of the batch and tabulate one row per case (the P2P
+    market, or the pool market for a pool algorithm)."""
+    if not algorithm.markets & {"p2p", "pool"}:
+        raise InputError("solver.algorithm", f"{algorithm.name} does not clear a P2P or pool market")
+    market = pool if kind(algorithm) == "pool" else p2p
+    return market.tabulate(community, algorithm, market.run(community, algorithm, driver))

@@ -1,0 +1,87 @@
+"""What every market's rows share: the driver's columns, iterations to a gap, traces.
+
+Iterations to a gap. With a trace (``trace_every > 0``) the row carries, for every
+threshold t in ``GAP_THRESHOLDS``, the column ``iterations_to_gap_e2`` (t = 1e-2),
+``_e3``, ``_e4``: the first traced iteration from which on the optimality gap stays <= t
+until the case stopped, the final gap included. "Stays", not "first touches": an
+iterate whose reciprocity does not hold yet can cross the optimal objective on its
+way and touch a gap of zero by chance (RCI oscillates). The resolution is the trace
+stride; a case that settles after its last traced iteration counts its stopping
+iteration. NaN when the final gap is above t (never reached within ``max_iter``) and,
+for lack of a measure, in every row of a run without a trace. The long trace carries
+the gap of every traced iteration (``optimality_gap``).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pandas as pd
+
+from jaxmarket.driver import DriverResult
+from jaxmarket.metrics import optimality_gap
+
+
+class BatchResult(NamedTuple):
+    rows: dict[str, np.ndarray]  # one column per metric, one entry per case
+    trace: dict[str, np.ndarray] | None  # long format: case, iteration, residuals
+    trades: jax.Array  # (B, N, N) p_nm, what n sells to m
+    prices: jax.Array  # (B, N, N) trade price lambda_nm
+    # Pool algorithms (CED) have no trades: zero trades, the uniform price on every edge.
+
+    def frame(self) -> pd.DataFrame:
+        """The rows as a DataFrame, one row per case."""
+        return pd.DataFrame(self.rows)
+
+
+GAP_THRESHOLDS = {"e2": 1e-2, "e3": 1e-3, "e4": 1e-4}  # column suffix -> optimality gap
+
+
+def driver_columns(result: DriverResult) -> dict[str, jax.Array]:
+    """The columns every algorithm's rows start with: how the case stopped."""
+    return {"iterations": result.iterations, "converged": result.converged,
+            "diverged": result.diverged, "primal_residual": result.residuals.primal,
+            "dual_residual": result.residuals.dual}
+
+
+def iterations_to_gap(gaps, every: int, final_gap, iterations, threshold: float) -> np.ndarray:
+    """(B,) first traced iteration from which on the gap stays <= ``threshold`` (module doc).
+
+    ``gaps`` is the (B, T) gap trace at iterations ``every, 2 every, ...``, NaN after a case
+    stopped; ``final_gap`` and ``iterations`` are the gap and iteration count at the stop."""
+    gaps = np.asarray(gaps)
+    recorded = (~np.isnan(gaps)).sum(1)
+    above = gaps > threshold  # NaN (not recorded) compares False
+    last_above = np.where(above.any(1), gaps.shape[1] - 1 - np.argmax(above[:, ::-1], 1), -1)
+    settled = last_above + 1  # first slot of the final run below the threshold
+    first = np.where(settled < recorded, (settled + 1) * every, iterations)
+    return np.where(np.asarray(final_gap) <= threshold, first, np.nan)
+
+
+def with_gap_columns(rows: dict, result: DriverResult, reference_objective, every: int):
+    """The rows (numpy) with their iterations-to-gap columns, and the long trace."""
+    rows = {k: np.asarray(v) for k, v in rows.items()}
+    gaps = None
+    if result.trace is not None:
+        gaps = np.asarray(optimality_gap(result.trace.objective.astype(jnp.float64),
+                                         reference_objective[:, None]))
+    for suffix, threshold in GAP_THRESHOLDS.items():
+        rows[f"iterations_to_gap_{suffix}"] = (
+            np.full(len(rows["iterations"]), np.nan) if gaps is None else
+            iterations_to_gap(gaps, every, rows["optimality_gap"], rows["iterations"], threshold))
+    return rows, long_trace(result.trace, gaps, every)
+
+
+def long_trace(trace, gaps, every: int):
+    """(B, T) residual traces to long format, dropping the slots after a case stopped."""
+    if trace is None:
+        return None
+    primal, dual = np.asarray(trace.primal), np.asarray(trace.dual)
+    objective = np.asarray(trace.objective)
+    case, slot = np.nonzero(~np.isnan(primal))
+    return {"case": case, "iteration": (slot + 1) * every, "primal_residual": primal[case, slot],
+            "dual_residual": dual[case, slot], "objective": objective[case, slot],
+            "optimality_gap": gaps[case, slot]}

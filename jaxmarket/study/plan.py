@@ -1,0 +1,164 @@
+"""What a run of a study does: its chunks, the groups they are solved in, which are done.
+
+A cell's cases run in chunks of ``min(chunk_size, cases_per_cell)``; the last chunk is
+padded by repeating its last case index (the extra rows are dropped) so that one compiled
+shape serves the whole cell. Results do not depend on the chunk size: the solver freezes
+each case once it stops. ``--resume`` reruns every chunk the manifest does not list.
+
+A run in several processes (``jax.distributed``, ``prepare(..., process, processes)``)
+splits the chunks by position, every ``processes``-th one to a process; each process
+writes its parts and its own manifest (``store.manifest_name``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import jax
+import numpy as np
+
+from jaxmarket.errors import InputError
+from jaxmarket.study import store
+from jaxmarket.study.cell import Cell
+from jaxmarket.study.config import Study
+
+
+@dataclass(frozen=True)
+class Chunk:
+    cell: Cell
+    start: int  # first case index
+    stop: int  # one past the last case index
+
+    @property
+    def name(self) -> str:
+        return f"part-c{self.cell.index:04d}-k{self.start:05d}"
+
+    @property
+    def n_cases(self) -> int:
+        return self.stop - self.start
+
+
+@dataclass(frozen=True)
+class Plan:
+    study: Study
+    chunks: tuple[Chunk, ...]  # every chunk of the study, in run order
+    done: dict  # manifest entries of the chunks already on disk
+    overwrite: bool  # delete the existing dataset before writing
+    process: int = 0  # this process of a multi-process run ...
+    processes: int = 1  # ... of this many: it runs chunks process, process + processes, ...
+
+    @property
+    def assigned(self) -> tuple[Chunk, ...]:
+        """The chunks this process runs (every chunk in a run in one process)."""
+        return self.chunks[self.process::self.processes]
+
+    @property
+    def pending(self) -> tuple[Chunk, ...]:
+        return tuple(c for c in self.assigned if c.name not in self.done)
+
+    @property
+    def manifest(self) -> str:
+        return store.manifest_name(self.process, self.processes)
+
+
+def batch_size(study: Study) -> int:
+    return min(study.chunk_size, study.cases_per_cell)
+
+
+def chunks(study: Study) -> tuple[Chunk, ...]:
+    size, count = batch_size(study), study.cases_per_cell
+    return tuple(Chunk(cell, start, min(start + size, count))
+                 for cell in study.cells for start in range(0, count, size))
+
+
+def case_indices(chunk: Chunk, size: int) -> np.ndarray:
+    """The chunk's case indices, padded to ``size`` by repeating the last one."""
+    return np.minimum(np.arange(chunk.start, chunk.start + size), chunk.stop - 1)
+
+
+@dataclass(frozen=True)
+class Group:
+    """Consecutive chunks solved as one queue (same agent count and solver options): the
+    lanes of the continuous driver drain only at the end of a group, not of every chunk."""
+    chunks: tuple[Chunk, ...]
+    slots: int  # chunks the compiled queue holds (the last group of a run may fill fewer)
+
+    @property
+    def cell(self) -> Cell:
+        return self.chunks[0].cell
+
+
+def queue_cases(n_agents: int) -> int:
+    """Cases a group may hold: about 2^20 trades on a CPU (some 100 MB of communities,
+    results and traces at N = 25, 1677 cases), 2^26 on an accelerator (16 queues of lanes)."""
+    trades = 2**20 if jax.default_backend() == "cpu" else 2**26
+    return max(1, trades // n_agents**2)
+
+
+def groups(study: Study, pending: tuple[Chunk, ...]) -> tuple[Group, ...]:
+    """Cut the pending chunks into groups of consecutive chunks sharing a compiled solver,
+    as even in size as the queue bound allows (few shapes, little padding)."""
+    runs: list[list[Chunk]] = []
+    for chunk in pending:
+        first = runs[-1][0].cell if runs else None
+        if first is not None and compile_key(first) == compile_key(chunk.cell) \
+                and (first.solver, first.reserve) == (chunk.cell.solver, chunk.cell.reserve):
+            runs[-1].append(chunk)
+        else:
+            runs.append([chunk])
+    result = []
+    for run_ in runs:
+        most = max(1, queue_cases(run_[0].cell.n_agents) // batch_size(study))
+        slots = -(-len(run_) // -(-len(run_) // most))
+        result += [Group(tuple(run_[i:i + slots]), slots) for i in range(0, len(run_), slots)]
+    return tuple(result)
+
+
+def compile_key(cell: Cell) -> tuple:
+    """What makes the solver compile anew within a study (fixed batch size and dtype); rho
+    and the tolerances are traced values."""
+    reserve = cell.reserve and cell.reserve.allocation  # a static argument of the allocation
+    return cell.n_agents, cell.solver._replace(rho=0.0, eps_primal=0.0, eps_dual=0.0), reserve
+
+
+def prepare(study: Study, resume: bool = False, overwrite: bool = False, process: int = 0,
+            processes: int = 1) -> Plan:
+    """Decide what to run from the state of ``study.out``; reads only, writes nothing.
+
+    Process ``process`` of a run in ``processes`` processes (``jax.distributed``) takes every
+    ``processes``-th chunk of the study. The processes do not talk to each other: each one
+    writes its own parts and its own manifest, and only its own earlier manifest asks for
+    ``--resume`` (the others may already be writing theirs)."""
+    out = study.out
+    if resume and overwrite:
+        raise InputError("--resume", "cannot be combined with --overwrite")
+    if overwrite and processes > 1:
+        raise InputError("--overwrite", "would let one process delete what another writes; "
+                                        "delete the dataset first or choose another --out")
+    if out.exists() and not out.is_dir():
+        raise InputError("run.out", f"{out} exists and is not a directory")
+    # Another process of the run may be writing its first manifest: list the directory
+    # before reading the manifests, and skip hidden temporary files (``write_atomic``).
+    entries = [p for p in out.iterdir() if not store.is_temporary(p)] if out.exists() else []
+    manifest = store.read_manifest(out) if out.exists() else None
+    if manifest is None and entries:
+        # Never write into, or delete, a directory that is not a dataset of ours.
+        raise InputError("run.out", f"{out} is not empty and holds no {store.MANIFEST}; choose another --out")
+    everything = chunks(study)
+    if manifest is None or overwrite:
+        return Plan(study, everything, {}, overwrite=manifest is not None, process=process,
+                    processes=processes)
+    if manifest.get("config_hash") != study.config_hash:
+        flag = "--resume" if resume else "run.out"
+        raise InputError(flag, f"{out} holds a different study (config hash {manifest.get('config_hash')}, "
+                               f"this config {study.config_hash}); use --overwrite or another --out")
+    done = {name: entry for name, entry in manifest.get("chunks", {}).items()
+            if (out / entry["cases"]).exists()}
+    plan = Plan(study, everything, done, overwrite=False, process=process, processes=processes)
+    earlier = manifest if processes == 1 else store.read_manifest(out, plan.manifest)
+    if plan.pending and not resume and earlier is not None:
+        raise InputError("run.out", f"{out} holds an unfinished study ({len(done)}/{len(everything)} "
+                                    f"chunks); use --resume to continue it or --overwrite to start over")
+    if plan.pending:
+        store.check_environment(manifest, out)
+    return plan
