@@ -93,7 +93,7 @@ def _figure(dataset: Dataset, column: str, ylabel: str) -> Figure:
     for k, (label, cases) in enumerate(lines(dataset)):
         _band(ax, step_statistics(cases, column), label, f"C{k}")
     if column == "iterations":
-        ax.axhline(dataset.study.cells[0].solver.max_iter, color="0.4", linestyle=":",
+        ax.axhline(dataset.study.cells[0].algorithm.max_iter, color="0.4", linestyle=":",
                    linewidth=0.8, label="max_iter")
         share = ax.twinx()
         for k, (label, cases) in enumerate(lines(dataset)):

@@ -102,7 +102,7 @@ def groups(study: Study, pending: tuple[Chunk, ...]) -> tuple[Group, ...]:
     for chunk in pending:
         first = runs[-1][0].cell if runs else None
         if first is not None and compile_key(first) == compile_key(chunk.cell) \
-                and (first.solver, first.reserve) == (chunk.cell.solver, chunk.cell.reserve):
+                and (first.algorithm, first.reserve) == (chunk.cell.algorithm, chunk.cell.reserve):
             runs[-1].append(chunk)
         else:
             runs.append([chunk])
@@ -118,7 +118,7 @@ def compile_key(cell: Cell) -> tuple:
     """What makes the solver compile anew within a study (fixed batch size and dtype); rho
     and the tolerances are traced values."""
     reserve = cell.reserve and cell.reserve.allocation  # a static argument of the allocation
-    return cell.n_agents, cell.solver._replace(rho=0.0, eps_primal=0.0, eps_dual=0.0), reserve
+    return cell.n_agents, cell.algorithm.static(), reserve
 
 
 def prepare(study: Study, resume: bool = False, overwrite: bool = False, process: int = 0,
