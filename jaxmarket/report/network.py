@@ -23,7 +23,6 @@ from pathlib import Path
 import jax
 import numpy as np
 import pandas as pd
-from matplotlib.figure import Figure
 
 from jaxmarket.community import concatenate
 from jaxmarket.report import Dataset, new_figure, save_figure, save_table

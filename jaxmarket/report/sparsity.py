@@ -5,14 +5,19 @@ Applies to a study that sweeps ``graph.sparsity`` over at least three values. Ce
 differ in other swept keys are drawn as separate lines. Figures (x: sparsity in %):
 
 * ``sparsity_welfare``, ``sparsity_price``, ``sparsity_iterations``,
-  ``sparsity_messages``: mean with a +-1 sd band, median (dashed) and the 10-90 %
-  band (light) over the cases of each step; the iterations figure marks ``max_iter``
-  and the share of converged cases.
+  ``sparsity_messages``: the median (line) and the 10-90 % band over the cases of each
+  step (quantiles: a count never gets a band below zero, as a mean +- sd band did). In
+  the iterations figure a case that stopped at ``max_iter`` is censored: it counts as more
+  iterations than every converged case, a percentile that depends on one runs to the top
+  edge, an open triangle there marks each step with such cases, and the legend says how
+  many of all cases stopped; the axis ends above the known values, not at ``max_iter``.
+  Large numbers are scaled (messages in millions, welfare in k€/h), with plain tick labels.
 * ``sparsity_tradeoff``: messages against welfare loss. The welfare loss of a case is
   ``1 - W_s / W_0``, paired with the same ``case_index`` at the lowest sparsity of its
   line; messages are relative to that step's mean. The best trade-off is the step
   nearest to the ideal point (no loss, no messages) once both axes are scaled to [0, 1]
   over the line (min-max); the *good range* is every step within 0.1 of that distance.
+  Points are labelled with their sparsity in %, skipping labels that would overprint.
 
 Table ``sparsity``: per step, the welfare and price statistics, iterations, converged
 share, messages, welfare loss, the connectivity columns (isolated agents, components,
