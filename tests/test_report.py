@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from matplotlib.figure import Figure
+from PIL import Image
 
 from jaxmarket import report
 from jaxmarket.report.summary import cell_summary
@@ -27,8 +28,53 @@ def test_distribution_ignores_non_finite():
 
 def test_markdown_table():
     frame = pd.DataFrame({"sparsity": [0.0, 0.5], "cases": [3, 4], "gap": [1.23456e-5, np.nan]})
-    assert report.markdown(frame).splitlines() == [
-        "| sparsity | cases | gap |", "|---|---|---|", "| 0 | 3 | 1.235e-05 |", "| 0.5 | 4 |  |"]
+    assert report.markdown(frame, {"sparsity": "fraction"}).splitlines() == [
+        "| sparsity (fraction) | cases | gap (relative) |", "|---|---|---|", "| 0 | 3 | 1.235e-05 |",
+        "| 0.5 | 4 |  |"]
+
+
+def test_every_table_column_of_a_number_names_its_unit():
+    for column, expected in (("success_rate", "fraction"), ("iterations_p90", "iterations"),
+                             ("welfare_mean", "€/h"), ("mean_price", "€/MWh"), ("total_traded", "MW"),
+                             ("messages_mean", "messages"), ("wall_time_s", "s"), ("policy", "")):
+        assert report.unit(column) == expected, column
+
+
+def test_quantile_band_of_a_non_negative_quantity_stays_non_negative():
+    # Iteration-like counts: mostly short runs, a few very long ones. mean - sd < 0 here,
+    # which is what a +-1 sd band showed; the 10-90 % band stays within the data.
+    rng = np.random.default_rng(0)
+    values = np.concatenate([rng.integers(50, 200, 45), [9000, 9500, 9800, 9900, 10000]])
+    assert values.mean() - values.std() < 0
+    band = report.quantile_band(values, lower=0.0)
+    assert 0 <= band["p10"] <= band["median"] <= band["p90"] <= values.max()
+    assert band["median"] == pytest.approx(np.median(values))
+    # Noise around zero (a volume that is zero up to solver tolerance) is clipped at the bound.
+    band = report.quantile_band(rng.normal(0, 1e-6, 200), lower=0.0)
+    assert min(band["p10"], band["median"], band["p90"]) >= 0
+    # Per group, every band of every synthetic step.
+    cases = pd.DataFrame({"sparsity": np.repeat([0.0, 0.5, 0.9], 40),
+                          "messages": rng.exponential(1e5, 120) * rng.integers(0, 2, 120)})
+    table = report.band_table(cases, "sparsity", "messages", lower=0.0)
+    assert list(table.index) == [0.0, 0.5, 0.9] and (table[["p10", "median", "p90"]] >= 0).all().all()
+
+
+def test_quantile_band_treats_censored_cases_as_unknown_upper_values():
+    # 1 of 10 cases stopped at max_iter: the 90 % percentile depends on it, the median not.
+    values = np.arange(1.0, 11.0)
+    band = report.quantile_band(values, censored=values == 10)
+    assert band["median"] == pytest.approx(5.5) and band["p90"] == np.inf
+    assert (band["cases"], band["censored"]) == (10, 1)
+    # Half of them stopped: the median is unknown too; none converged: nothing is known.
+    assert report.quantile_band(values, censored=values > 5)["median"] == np.inf
+    assert report.quantile_band(values, censored=values > 0)["p10"] == np.inf
+    assert math.isnan(report.quantile_band([])["median"])
+
+
+def test_magnitude_of_axis_values():
+    assert report.magnitude([0, 2.1e6]) == (1e-6, "millions")
+    assert report.magnitude([4e4]) == (1e-3, "thousands")
+    assert report.magnitude([1100, np.inf]) == (1.0, "")
 
 
 def test_cell_summary_counts():
@@ -70,6 +116,27 @@ def test_report_of_a_study(tmp_path):
         assert line["gap_max"] == pytest.approx(cell.optimality_gap.max())
     text = (study.out / "report" / "summary.md").read_text()
     assert f"{len(rows)} cases, {rows.converged.sum()} converged" in text and "complete" in text
+    assert "| success_rate (fraction) |" in text and "| iterations_median (iterations) |" in text
+
+
+def test_every_figure_of_a_study_is_a_pdf_and_a_300_dpi_png_of_paper_width(tmp_path):
+    """The TINY study (like the quickstart: no section of its own draws it) gets the
+    convergence figure; every figure is written as PDF and PNG, one or two columns wide."""
+    study = tiny_study(tmp_path, "run.cases_per_cell=5", "solver.max_iter=60")
+    run_study(study)
+    written = report.write_report(study.out)
+    figures = {p.stem for p in written if p.suffix in (".png", ".pdf")}
+    assert "convergence" in figures
+    for stem in figures:
+        png, pdf = (study.out / "report" / f"{stem}.{kind}" for kind in ("png", "pdf"))
+        assert png in written and pdf in written, stem
+        assert pdf.read_bytes()[:4] == b"%PDF" and png.read_bytes()[:4] == b"\x89PNG"
+        with Image.open(png) as image:
+            width, height = image.size
+            dpi = image.info.get("dpi", (0, 0))[0]
+        assert round(dpi) == report.DPI, stem
+        assert width in (round(report.ONE_COLUMN * report.DPI), round(report.TWO_COLUMNS * report.DPI)), stem
+        assert height <= 9 * report.DPI, stem
 
 
 def test_report_errors(tmp_path):

@@ -32,7 +32,8 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from jaxmarket.report import Dataset, distribution, save_figure, save_table, shifted_geometric_mean, swept_columns
+from jaxmarket.report import (Dataset, distribution, new_figure, save_figure, save_table, shifted_geometric_mean,
+                              swept_columns)
 from jaxmarket.markets.rows import GAP_THRESHOLDS
 
 GAP_FLOOR = 1e-16
@@ -84,7 +85,7 @@ def gap_figure(dataset: Dataset) -> Figure | None:
     panels = list(_groups(dataset.cases, by))
     columns = min(3, len(panels))
     rows = -(-len(panels) // columns)
-    fig = Figure(figsize=(2.4 * columns, 2.0 * rows + 0.4), layout="constrained")
+    fig = new_figure(2 if columns > 1 else 1, height=2.0 * rows + 0.7)
     axes = fig.subplots(rows, columns, squeeze=False, sharey=True)
     for ax, (key, setting) in zip(axes.flat, panels):
         for algorithm, cell in sorted(setting.groupby("algorithm"), key=lambda g: _order(g[0])):
@@ -147,7 +148,7 @@ def scaling(cases: pd.DataFrame, by: list[str]) -> pd.DataFrame:
 
 
 def scaling_figure(cases: pd.DataFrame, by: list[str], fits: pd.DataFrame) -> Figure:
-    fig = Figure(figsize=(7.0, 3.2), layout="constrained")
+    fig = new_figure(2, height=3.4)
     axes = fig.subplots(1, len(GAP_THRESHOLDS), sharey=True)
     groups = list(cases.groupby(["algorithm", *by], sort=True))
     groups.sort(key=lambda g: _order(g[0][0] if isinstance(g[0], tuple) else g[0]))
@@ -184,8 +185,9 @@ def scaling_figure(cases: pd.DataFrame, by: list[str], fits: pd.DataFrame) -> Fi
         ax.minorticks_off()
         ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.22), fontsize=6)
     axes[0].set_ylabel("iterations to reach the gap")
-    fig.suptitle("median and 10-90 % of all cases (not reached: infinite; bars to the top: about "
-                 "10 % or more not reached); lines: power law fitted to the medians", fontsize=7)
+    fig.suptitle("median and 10–90 % of all cases (a case that never reached the gap counts as "
+                 "infinite: bars to the top); lines: power law fitted to the medians",
+                 fontsize=6.5, color="0.35")
     return fig
 
 

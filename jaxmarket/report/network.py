@@ -23,10 +23,9 @@ from pathlib import Path
 import jax
 import numpy as np
 import pandas as pd
-from matplotlib.figure import Figure
 
 from jaxmarket.community import concatenate
-from jaxmarket.report import Dataset, save_figure, save_table
+from jaxmarket.report import Dataset, new_figure, save_figure, save_table
 from jaxmarket.markets import solve
 
 MAP_FEE = 10.0  # u of the trade maps (the nearest swept fee is used)
@@ -62,7 +61,7 @@ def _panel(ax, cases: pd.DataFrame, column: str, scale: float, ylabel: str) -> N
 
 
 def _figure(cases, panels, directory, stem, reference=None) -> list[Path]:
-    fig = Figure(figsize=(3.5 * len(panels), 2.6), layout="constrained")
+    fig = new_figure(len(panels), height=2.8)
     axes = fig.subplots(1, len(panels), squeeze=False)[0]
     for ax, (column, scale, ylabel) in zip(axes, panels):
         _panel(ax, cases, column, scale, ylabel)
@@ -140,7 +139,7 @@ def trade_map(dataset: Dataset, directory: Path) -> list[Path]:
     zone = grid.network.zone[grid.network.agent_bus]
     width = 3 if len(cells) > 2 else len(cells)
     rows = -(-len(cells) // width)
-    fig = Figure(figsize=(2.6 * width, 2.6 * rows), layout="constrained")
+    fig = new_figure(2 if width > 1 else 1, height=2.4 * rows + 0.5)
     axes = fig.subplots(rows, width, squeeze=False).ravel()
     biggest = max(np.abs(trades).max(), 1e-9)
     for ax, (name, cell), flows in zip(axes, chosen.items(), trades):

@@ -5,14 +5,19 @@ Applies to a study that sweeps ``graph.sparsity`` over at least three values. Ce
 differ in other swept keys are drawn as separate lines. Figures (x: sparsity in %):
 
 * ``sparsity_welfare``, ``sparsity_price``, ``sparsity_iterations``,
-  ``sparsity_messages``: mean with a +-1 sd band, median (dashed) and the 10-90 %
-  band (light) over the cases of each step; the iterations figure marks ``max_iter``
-  and the share of converged cases.
+  ``sparsity_messages``: the median (line) and the 10-90 % band over the cases of each
+  step (quantiles: a count never gets a band below zero, as a mean +- sd band did). In
+  the iterations figure a case that stopped at ``max_iter`` is censored: it counts as more
+  iterations than every converged case, a percentile that depends on one runs to the top
+  edge, an open triangle there marks each step with such cases, and the legend says how
+  many of all cases stopped; the axis ends above the known values, not at ``max_iter``.
+  Large numbers are scaled (messages in millions, welfare in k€/h), with plain tick labels.
 * ``sparsity_tradeoff``: messages against welfare loss. The welfare loss of a case is
   ``1 - W_s / W_0``, paired with the same ``case_index`` at the lowest sparsity of its
   line; messages are relative to that step's mean. The best trade-off is the step
   nearest to the ideal point (no loss, no messages) once both axes are scaled to [0, 1]
   over the line (min-max); the *good range* is every step within 0.1 of that distance.
+  Points are labelled with their sparsity in %, skipping labels that would overprint.
 
 Table ``sparsity``: per step, the welfare and price statistics, iterations, converged
 share, messages, welfare loss, the connectivity columns (isolated agents, components,
@@ -26,16 +31,18 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter
 
-from jaxmarket.report import Dataset, distribution, save_figure, save_table, swept_columns
+from jaxmarket.report import (Dataset, band_table, band_top, censored_iterations, distribution, draw_band,
+                              magnitude, mark_censored, new_figure, save_figure, save_table, swept_columns)
 
 GOOD_RANGE = 0.1  # distance to the ideal point, in scaled units, within the best step's
 
-FIGURES = {  # stem -> (column, y label)
-    "sparsity_welfare": ("social_welfare", "social welfare (€/h)"),
-    "sparsity_price": ("mean_price", "mean trade price (€/MWh)"),
-    "sparsity_iterations": ("iterations", "ADMM iterations"),
-    "sparsity_messages": ("messages", "messages sent (until the stop)"),
+FIGURES = {  # stem -> (column, (y label, unit), lower bound of the quantity)
+    "sparsity_welfare": ("social_welfare", ("social welfare", "€/h"), None),
+    "sparsity_price": ("mean_price", ("mean trade price", "€/MWh"), None),
+    "sparsity_iterations": ("iterations", ("iterations to convergence", ""), 0.0),
+    "sparsity_messages": ("messages", ("messages sent until the stop", ""), 0.0),
 }
 
 
@@ -44,13 +51,15 @@ def applies(dataset: Dataset) -> bool:
             and dataset.cases["sparsity"].nunique() >= 3)
 
 
-def lines(dataset: Dataset):
-    """(label, cases of the line) for each combination of the other swept keys."""
+def lines(dataset: Dataset, stopped: bool = False):
+    """(label, cases of the line) for each combination of the other swept keys; with
+    ``stopped``, the cases get a column ``stopped`` (censored at max_iter)."""
     others = [c for c in swept_columns(dataset) if c != "sparsity"]
+    cases = dataset.cases.assign(stopped=censored_iterations(dataset.cases)) if stopped else dataset.cases
     if not others:
-        yield "", dataset.cases
+        yield "", cases
         return
-    for key, group in dataset.cases.groupby(others, sort=False):
+    for key, group in cases.groupby(others, sort=False):
         key = key if isinstance(key, tuple) else (key,)
         yield ", ".join(f"{name}={value:g}" if isinstance(value, (int, float)) else f"{name}={value}"
                         for name, value in zip(others, key)), group
@@ -78,60 +87,76 @@ def tradeoff(cases: pd.DataFrame) -> pd.DataFrame:
     return steps
 
 
-def _band(ax, stats: pd.DataFrame, label: str, color) -> None:
-    x = 100 * stats.index.to_numpy(float)
-    ax.fill_between(x, stats["p10"], stats["p90"], color=color, alpha=0.12, linewidth=0)
-    ax.fill_between(x, stats["mean"] - stats["sd"], stats["mean"] + stats["sd"], color=color,
-                    alpha=0.25, linewidth=0)
-    ax.plot(x, stats["mean"], color=color, label=f"mean ± sd {label}".strip())
-    ax.plot(x, stats["median"], color=color, linestyle="--", label=f"median {label}".strip())
-
-
-def _figure(dataset: Dataset, column: str, ylabel: str) -> Figure:
-    fig = Figure()
+def _figure(dataset: Dataset, column: str, ylabel: str, lower: float | None) -> Figure:
+    fig = new_figure(1, height=2.9)
     ax = fig.add_subplot()
-    for k, (label, cases) in enumerate(lines(dataset)):
-        _band(ax, step_statistics(cases, column), label, f"C{k}")
-    if column == "iterations":
-        ax.axhline(dataset.study.cells[0].algorithm.max_iter, color="0.4", linestyle=":",
-                   linewidth=0.8, label="max_iter")
-        share = ax.twinx()
-        for k, (label, cases) in enumerate(lines(dataset)):
-            converged = cases.groupby("sparsity")["converged"].mean()
-            share.plot(100 * converged.index, 100 * converged, color=f"C{k}", linestyle="-.",
-                       marker=".", markersize=3, linewidth=0.8, label=f"converged {label}".strip())
-        share.set_ylabel("cases converged (%)")
-        share.set_ylim(0, 105)
-        share.grid(False)
-        share.spines["right"].set_visible(True)
-        handles = [h for axis in (ax, share) for h in axis.get_legend_handles_labels()[0]]
-        ax.legend(handles=handles, loc="center left", bbox_to_anchor=(0.0, 0.62))
-    else:
-        ax.legend(loc="best")
+    censor = column == "iterations"
+    per_line = [(label, cases, band_table(cases, "sparsity", column,
+                                          censored="stopped" if censor else None, lower=lower))
+                for label, cases in lines(dataset, stopped=censor)]
+    factor, word = magnitude(np.concatenate([s[["p10", "median", "p90"]].to_numpy().ravel()
+                                             for _, _, s in per_line]))
+    top = factor * band_top(*(s for _, _, s in per_line)) if censor else None
+    for k, (label, cases, stats) in enumerate(per_line):
+        draw_band(ax, 100 * stats.index.to_numpy(float), stats, f"C{k}", label or None, top=top,
+                  scale=factor)
+    ax.plot([], [], color="0.3", label="median")
+    ax.fill_between([], [], [], color="0.3", alpha=0.2, linewidth=0, label="10–90 % of cases")
+    if censor:
+        ax.set_ylim(0, top)
+        mark_censored(ax, len(dataset.cases), int(sum(s["censored"].sum() for _, _, s in per_line)),
+                      dataset.study.cells[0].algorithm.max_iter)
+    elif lower is not None:
+        ax.set_ylim(bottom=lower)
+    handles, labels = ax.get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center",
+               ncols=1 if max(map(len, labels)) > 24 else 2)
     ax.set_xlabel("sparsity: edges removed (%)")
-    ax.set_ylabel(ylabel)
-    ax.text(1.0, 1.01, "bands: ±1 sd (dark), 10–90 % (light)", transform=ax.transAxes,
-            ha="right", va="bottom", fontsize=6, color="0.4")
+    name, unit = ylabel
+    if unit and word:  # "k€/h", "M€/h"
+        unit = {"thousands": "k", "millions": "M", "billions": "G"}[word] + unit
+    ax.set_ylabel(f"{name} ({unit or word})" if unit or word else name)
+    ax.set_xlim(0, 100)
     return fig
 
 
+def _labels(ax, xs, ys, texts, spacing: float = 14.0) -> None:
+    """Annotate points, skipping any whose label would come within ``spacing`` points of
+    one already written (so labels near a crowded end do not overprint)."""
+    ax.autoscale_view()
+    to_points = ax.transData + ax.figure.dpi_scale_trans.inverted()
+    placed = []
+    for x, y, text in zip(xs, ys, texts):
+        at = np.asarray(to_points.transform((x, y))) * 72
+        if any(np.hypot(*(at - other)) < spacing for other in placed):
+            continue
+        placed.append(at)
+        ax.annotate(text, (x, y), textcoords="offset points", xytext=(3, 2), fontsize=5.5,
+                    color="0.3")
+
+
 def _tradeoff_figure(dataset: Dataset) -> Figure:
-    fig = Figure()
+    fig = new_figure(1, height=3.0)
     ax = fig.add_subplot()
+    ax.set_xscale("symlog", linthresh=0.1, linscale=0.5)
     for k, (label, cases) in enumerate(lines(dataset)):
         steps = tradeoff(cases)
         loss, messages = 100 * steps["loss"], 100 * steps["messages"]
         ax.plot(loss, messages, color=f"C{k}", marker="o", markersize=2.5, label=label or None)
         good = steps["good"].to_numpy()
         ax.plot(loss[good], messages[good], "o", color=f"C{k}", markersize=7, fillstyle="none",
-                label=f"good trade-off: {_span(steps.index[good])}")
-        for s, x, y in zip(steps.index, loss, messages):
-            ax.annotate(f"{100 * s:.0f}", (x, y), textcoords="offset points", xytext=(3, 2),
-                        fontsize=5, color="0.3")
-    ax.set_xscale("symlog", linthresh=0.1)
-    ax.set_xlabel("welfare loss vs. lowest sparsity (%, paired)")
+                label=f"good trade-off: {_span(steps.index[good])} removed")
+    ax.set_ylim(0, 105)
+    ax.set_xlim(left=-0.02)
+    for k, (label, cases) in enumerate(lines(dataset)):
+        steps = tradeoff(cases)
+        _labels(ax, 100 * steps["loss"], 100 * steps["messages"],
+                [f"{100 * s:.0f} %" for s in steps.index])
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.set_xlabel("welfare loss vs. lowest sparsity (%, paired by case)")
     ax.set_ylabel("messages (% of lowest sparsity)")
-    ax.legend(loc="upper right")
+    fig.legend(*ax.get_legend_handles_labels(), loc="outside lower center", ncols=1,
+               title="point labels: edges removed")
     return fig
 
 
@@ -167,8 +192,8 @@ def table(dataset: Dataset) -> pd.DataFrame:
 
 def write(dataset: Dataset, directory: Path) -> list[Path]:
     written = []
-    for stem, (column, ylabel) in FIGURES.items():
-        written += save_figure(_figure(dataset, column, ylabel), directory, stem)
+    for stem, (column, ylabel, lower) in FIGURES.items():
+        written += save_figure(_figure(dataset, column, ylabel, lower), directory, stem)
     written += save_figure(_tradeoff_figure(dataset), directory, "sparsity_tradeoff")
     frame = table(dataset)
     good = frame[frame["good"]]

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from jaxmarket.report import Dataset, save_figure, save_table, style
+from jaxmarket.report import Dataset, new_figure, save_figure, save_table, style
 from jaxmarket.uncertainty import ALLOCATIONS
 
 LABELS = {"rel_mu": "Rel-μ", "rel_sigma": "Rel-σ", "rel_1": "Rel-1", "abs_sigma": "Abs-σ"}
@@ -66,31 +66,43 @@ def _allocations(table):
     return [a for a in ALLOCATIONS if a in set(table["allocation"])]
 
 
+def _dodge(table, allocation) -> float:
+    """A small x offset per allocation, so bars at the same delta do not hide each other."""
+    deltas = np.sort(table["confidence"].unique())
+    step = np.diff(deltas).min() if deltas.size > 1 else 0.05
+    allocations = _allocations(table)
+    return (allocations.index(allocation) - (len(allocations) - 1) / 2) * 0.06 * step
+
+
 def cost_gap_figure(table: pd.DataFrame) -> Figure:
     kinds = _distributions(table)
-    fig = Figure(figsize=(3.5, 1.9 * len(kinds)))
+    fig = new_figure(1, height=1.9 * len(kinds) + 0.5)
     axes = fig.subplots(len(kinds), 1, squeeze=False, sharex=True)[:, 0]
     for ax, kind in zip(axes, kinds):
         part = _rows(table, kind)
         for allocation in _allocations(part):
             rows = part[part["allocation"] == allocation].sort_values("confidence")
-            x = rows["confidence"]
+            x = rows["confidence"].to_numpy() + _dodge(table, allocation)
+            median = 100 * rows["cost_gap_median"].to_numpy()
             # Abs-sigma dashed: with Gaussian forecasts it lies exactly on Rel-1.
-            line, = ax.plot(x, 100 * rows["cost_gap_median"], marker="o", ms=3,
-                            ls="--" if allocation == "abs_sigma" else "-", label=LABELS[allocation])
-            ax.fill_between(x, 100 * rows["cost_gap_p10"], 100 * rows["cost_gap_p90"],
-                            color=line.get_color(), alpha=0.12, lw=0)
+            ax.errorbar(x, median, yerr=[median - 100 * rows["cost_gap_p10"].to_numpy(),
+                                         100 * rows["cost_gap_p90"].to_numpy() - median],
+                        marker="o", ms=3, ls="--" if allocation == "abs_sigma" else "-",
+                        label=LABELS[allocation])
         ax.axhline(0, color="0.4", lw=0.6)
         ax.set_ylabel("cost gap to joint (%)")
         ax.set_title(f"{kind} forecasts" if kind else "")
-    axes[-1].set_xlabel("global confidence δ")
-    axes[0].legend(ncols=2)
+    deltas = np.sort(table["confidence"].unique())
+    axes[-1].set_xticks(deltas, [f"{d:g}" for d in deltas])
+    axes[-1].set_xlabel("global confidence δ (fraction)")
+    fig.legend(*axes[0].get_legend_handles_labels(), loc="outside lower center", ncols=4,
+               title="median and 10–90 % of cases", handlelength=1.5, columnspacing=1.0)
     return fig
 
 
 def coverage_figure(table: pd.DataFrame) -> Figure:
     kinds = _distributions(table)
-    fig = Figure(figsize=(5.0, 1.9 * len(kinds)))
+    fig = new_figure(2, height=1.9 * len(kinds) + 0.4)
     axes = fig.subplots(len(kinds), 2, squeeze=False, sharex=True, sharey=True)
     for row, kind in zip(axes, kinds):
         part = _rows(table, kind)
@@ -99,26 +111,28 @@ def coverage_figure(table: pd.DataFrame) -> Figure:
             for allocation in _allocations(part):
                 rows = part[part["allocation"] == allocation].sort_values("confidence")
                 y = rows["coverage_global_median"] if column == 0 else rows["coverage_local_min_mean"]
-                ax.plot(rows["confidence"], y, marker="o", ms=3, label=LABELS[allocation],
+                ax.plot(100 * rows["confidence"], 100 * y, marker="o", ms=3, label=LABELS[allocation],
                         ls="--" if allocation == "abs_sigma" else "-")
             if column == 0:
                 joint = part.groupby("confidence")["joint_coverage_global_median"].median()
-                ax.plot(joint.index, joint.to_numpy(), color="k", marker="x", ms=3, lw=0.8,
+                ax.plot(100 * joint.index, 100 * joint.to_numpy(), color="k", marker="x", ms=3, lw=0.8,
                         label="joint")
-            grid = np.sort(part["confidence"].unique())
-            ax.plot(grid, grid, "k--", lw=0.6, label="target δ")
+            grid = 100 * np.sort(part["confidence"].unique())
+            ax.plot(grid, grid, color="k", ls=":", lw=0.8, marker="_", ms=8, label="target δ")
             ax.set_title(f"{title}, {kind}" if kind else title)
-            ax.set_ylabel("empirical coverage" if column == 0 else "")
+            ax.set_ylabel("empirical coverage (%)" if column == 0 else "")
+    deltas = 100 * np.sort(table["confidence"].unique())
     for ax in axes[-1]:
-        ax.set_xlabel("global confidence δ")
-    axes[0][0].legend(ncols=1, fontsize=6)
+        ax.set_xticks(deltas, [f"{d:g}" for d in deltas])
+        ax.set_xlabel("global confidence δ (%)")
+    fig.legend(*axes[0][0].get_legend_handles_labels(), loc="outside right upper")
     return fig
 
 
 def reserves_figure(table: pd.DataFrame) -> Figure:
     kinds = _distributions(table)
     deltas = np.sort(table["confidence"].unique())
-    fig = Figure(figsize=(7.0, 2.4 * len(kinds)), layout="constrained")
+    fig = new_figure(2, height=2.4 * len(kinds))
     axes = fig.subplots(len(kinds), 1, squeeze=False)[:, 0]
     largest = max(table[f"{n}_mean"].abs().max() for n in RESERVES)
     names = [n for n in RESERVES if table[f"{n}_mean"].abs().max() > 1e-3 * largest]
@@ -135,10 +149,10 @@ def reserves_figure(table: pd.DataFrame) -> Figure:
                        color=f"C{j}", label=RESERVES[name] if i == 0 else None)
             positions.append(i)
             labels.append(f"{LABELS[allocation]}\nδ={delta:g}")
-        ax.set_xticks(positions, labels, fontsize=5)
+        ax.set_xticks(positions, labels, fontsize=6)
         ax.set_ylabel("mean reserve per case (MW)")
         ax.set_title(f"{kind} forecasts" if kind else "")
-    fig.legend(*axes[0].get_legend_handles_labels(), loc="outside right upper", fontsize=6)
+    fig.legend(*axes[0].get_legend_handles_labels(), loc="outside right upper")
     return fig
 
 
