@@ -1,0 +1,1 @@
+"""Market kinds: build a batch, run an algorithm, tabulate rows."""
