@@ -73,7 +73,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Sequence
 
@@ -102,6 +102,11 @@ _AGENT_STREAM, _GAMMA_STREAM, _EDGE_STREAM, _COMMUNITY_STREAM = 0, 1, 2, 3
 MIN_DIRICHLET_ALPHA = 0.1
 
 
+def _key(default, unit: str, description: str):
+    """A generator field, declared once: it is a study key of ``[community]`` too."""
+    return field(default=default, metadata={"unit": unit, "description": description})
+
+
 @jax.tree_util.register_dataclass
 @dataclass(frozen=True)
 class GeneratorParams:
@@ -110,15 +115,21 @@ class GeneratorParams:
     ``generate`` validates it; ranges are ``(low, high)`` with ``low <= high``.
     """
 
-    capacity_per_agent: float = 100.0  # each side's total capacity is this times N
-    max_share: float = 0.5  # no agent above this share of its side's capacity
-    dirichlet_alpha: float = 1.0  # concentration of the capacity shares
-    producer_b: tuple[float, float] = (15.0, 40.0)  # marginal cost at zero output
-    consumer_b: tuple[float, float] = (60.0, 85.0)  # marginal willingness to pay at zero
-    prosumer_b: tuple[float, float] = (35.0, 65.0)
-    marginal_spread: tuple[float, float] = (20.0, 50.0)  # marginal price change over capacity
-    prosumer_fraction: float = 0.0  # taken from the agents beyond the 2 * ceil(N/3)
-    charge_per_distance: float = 0.0  # c in gamma_nm = +-c * dist(n, m) / 2
+    capacity_per_agent: float = _key(100.0, "MW", "each side's total capacity is this times N")
+    max_share: float = _key(0.5, "1", "no agent above this share of its side's capacity")
+    dirichlet_alpha: float = _key(1.0, "1", "concentration of the capacity shares")
+    producer_b: tuple[float, float] = _key((15.0, 40.0), "EUR/MWh",
+                                           "range of a producer's marginal cost at zero output")
+    consumer_b: tuple[float, float] = _key((60.0, 85.0), "EUR/MWh", "range of a consumer's "
+                                           "marginal willingness to pay at zero consumption")
+    prosumer_b: tuple[float, float] = _key((35.0, 65.0), "EUR/MWh",
+                                           "range of a prosumer's marginal cost at zero")
+    marginal_spread: tuple[float, float] = _key((20.0, 50.0), "EUR/MWh", "range of the marginal "
+                                                "price change over an agent's capacity")
+    prosumer_fraction: float = _key(0.0, "1", "prosumers, taken from the agents beyond the "
+                                    "2 ceil(N/3)")
+    charge_per_distance: float = _key(0.0, "EUR/MWh", "c in gamma_nm = +-c dist(n, m) / 2 "
+                                      "(positions in the unit square)")
 
     def validate(self) -> None:
         """Raise ``InputError('community.<field>', ...)`` on the first bad value."""

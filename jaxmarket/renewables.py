@@ -26,7 +26,9 @@ Decisions:
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
+from functools import partial
 
 import jax
 import jax.numpy as jnp
@@ -34,18 +36,28 @@ import jax.numpy as jnp
 from jaxmarket.community import Community
 from jaxmarket.errors import InputError
 from jaxmarket.reserve import ReserveMarket
-from jaxmarket.schema import number
+from jaxmarket.schema import number, text
 from jaxmarket.uncertainty import DISTRIBUTIONS, Forecast
 
 RENEWABLE_STREAM = 0x5E5E00
 
 
+def _key(default, unit: str, description: str, check):
+    """A study key of the ``[reserve]`` section (``jaxmarket.study.config``)."""
+    return dataclasses.field(default=default, metadata={"unit": unit, "description": description,
+                                                        "check": check})
+
+
 @dataclass(frozen=True)
 class RenewableParams:
-    uncertain_fraction: float = 0.2
-    distribution: str = "gaussian"
-    reserve_share: float = 0.2
-    reserve_cost_factor: float = 1.0
+    uncertain_fraction: float = _key(0.2, "1", "share of the agents that are uncertain renewables",
+                                     partial(number, ge=0, lt=1))
+    distribution: str = _key("gaussian", "n/a", "forecast distribution: gaussian or beta",
+                             partial(text, choices=DISTRIBUTIONS))
+    reserve_share: float = _key(0.2, "1", "reserve limit of every certain agent in each "
+                                "direction, as a share of p_max - p_min", partial(number, ge=0))
+    reserve_cost_factor: float = _key(1.0, "1", "reserve cost curvature as a multiple of the "
+                                      "agent's a", partial(number, ge=0))
     mean_share: tuple[float, float] = (0.15, 0.35)
     sd_share: tuple[float, float] = (0.1, 0.2)
 

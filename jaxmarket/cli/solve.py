@@ -63,10 +63,11 @@ def solve(case_file: Path, algorithm: str, tol: Optional[float], policy: str, fe
 
         from jaxmarket.case import load_case
         from jaxmarket.charges import POLICIES, apply_policy, grid_outcome, load_grid_case
-        from jaxmarket.markets import solve as solve_market
+        from jaxmarket.markets import kind, solve as solve_market
+        from jaxmarket.markets.columns import annotate
         from jaxmarket.schema import number, text
         from jaxmarket.study.cell import flat_labels
-        from jaxmarket.study.config import solver_options
+        from jaxmarket.study.config import label_units, solver_options
         from jaxmarket.study.store import environment, write_table
 
         chosen = algorithms.get(text(algorithm, "--algorithm", choices=algorithms.names()))
@@ -113,9 +114,11 @@ def solve(case_file: Path, algorithm: str, tol: Optional[float], policy: str, fe
             table = pa.table({**{k: [v] for k, v in labels.items()},
                               **{k: [v] for k, v in row.items()}, "wall_time_s": [elapsed]})
             metadata = {"case": case.name, "environment": environment()}
-            write_table(out, table, metadata)
+            kinds = ("solve", kind(options), *(("grid",) if grid is not None else ()))
+            write_table(out, annotate(table, kinds, label_units()), metadata)
             trades = out.with_name(out.stem + ".trades.parquet")
-            write_table(trades, _trades_table(case, result.trades, result.prices), metadata)
+            write_table(trades, annotate(_trades_table(case, result.trades, result.prices), "trades"),
+                        metadata)
         typer.echo(f"  wrote {out} and {trades}")
 
 

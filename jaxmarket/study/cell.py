@@ -19,7 +19,7 @@ from jaxmarket.markets.reserve import ReserveStudyParams
 from jaxmarket.renewables import RenewableParams
 
 
-def _suffixes(key: str) -> tuple[str, str]:
+def pair_suffixes(key: str) -> tuple[str, str]:
     """Column suffixes of a pair-valued key: an RCI sequence's [c, p], else a [low, high]."""
     section, name = key.split(".", 1)
     field = algorithms.solver_schema().get(name) if section == "solver" else None
@@ -100,7 +100,7 @@ def flat_labels(values: dict[str, Any]) -> dict[str, Any]:
     for key, value in values.items():
         name = key.split(".", 1)[1]
         if isinstance(value, tuple):
-            suffixes = _suffixes(key)
+            suffixes = pair_suffixes(key)
             flat[name + suffixes[0]], flat[name + suffixes[1]] = value
         else:
             flat[name] = value

@@ -55,7 +55,7 @@ import tomllib
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, NamedTuple
 
 import jax
 
@@ -63,9 +63,10 @@ from jaxmarket.algorithms import check_algorithm, solver_schema
 from jaxmarket.charges import POLICIES, GridCase, load_grid_case
 from jaxmarket.errors import InputError
 from jaxmarket.generator import LAYOUTS, GeneratorParams, generate
-from jaxmarket.markets.reserve import check_algorithm as check_reserve_algorithm
+from jaxmarket.markets.reserve import ReserveStudyParams, check_algorithm as check_reserve_algorithm
+from jaxmarket.renewables import RenewableParams
 from jaxmarket.schema import child, integer, number, record, show, text
-from jaxmarket.study.cell import Cell
+from jaxmarket.study.cell import Cell, pair_suffixes
 from jaxmarket.uncertainty import ALLOCATIONS, DISTRIBUTIONS
 
 DTYPES = ("float64", "float32")
@@ -85,12 +86,26 @@ def _range(value, field):
     return tuple(number(v, child(field, k)) for k, v in enumerate(value))
 
 
-def _generator_schema() -> dict[str, tuple[Any, Any]]:
-    """GeneratorParams fields as (default, checker): tuples are ranges, the rest numbers."""
-    schema = {}
-    for f in dataclasses.fields(GeneratorParams):
-        schema[f.name] = (f.default, _range if isinstance(f.default, tuple) else number)
-    return schema
+class Key(NamedTuple):
+    """A study key, declared once: default (None: filled in from the context), checker
+    ``check(value, field) -> value``, unit and description (the label columns' metadata)."""
+    default: Any
+    check: Any
+    unit: str
+    description: str
+
+
+def _generator_schema() -> dict[str, Key]:
+    """GeneratorParams fields: tuples are ranges, the rest numbers."""
+    return {f.name: Key(f.default, _range if isinstance(f.default, tuple) else number,
+                        f.metadata["unit"], f.metadata["description"])
+            for f in dataclasses.fields(GeneratorParams)}
+
+
+def _solver_schema() -> dict[str, Key]:
+    return {"algorithm": Key("admm", check_algorithm, "n/a", "market algorithm (registry name)"),
+            **{key: Key(f.default, f.metadata["check"], f.metadata["unit"], f.metadata["description"])
+               for key, f in solver_schema().items()}}
 
 
 def _default(function, name: str):
@@ -103,47 +118,69 @@ def _flag(value, field):
     return value
 
 
-# section -> key -> (default, checker); defaults of None are filled in from the context.
-SCHEMA: dict[str, dict[str, tuple[Any, Any]]] = {
+# section -> key -> Key.
+SCHEMA: dict[str, dict[str, Key]] = {
     "run": {
-        "name": (None, _name),
-        "seed": (0, partial(integer, ge=0)),
-        "out": (None, text),
-        "chunk_size": (256, partial(integer, gt=0)),
-        "dtype": ("float64", partial(text, choices=DTYPES)),
-        "cases_per_cell": (100, partial(integer, gt=0)),
+        "name": Key(None, _name, "n/a", "study name (default: the file's stem)"),
+        "seed": Key(0, partial(integer, ge=0), "n/a", "seed of every case's random stream"),
+        "out": Key(None, text, "n/a", "output folder (default outputs/<name>)"),
+        "chunk_size": Key(256, partial(integer, gt=0), "cases", "cases solved and written together"),
+        "dtype": Key("float64", partial(text, choices=DTYPES), "n/a", "precision of the algorithm"),
+        "cases_per_cell": Key(100, partial(integer, gt=0), "cases", "random cases of every cell"),
     },
-    "community": {"n_agents": (25, partial(integer, ge=2)), **_generator_schema()},
+    "community": {"n_agents": Key(25, partial(integer, ge=2), "count",
+                                  "producers, consumers and prosumers per community"),
+                  **_generator_schema()},
     "graph": {
-        "layout": ("full", partial(text, choices=LAYOUTS)),
-        "sparsity": (0.0, partial(number, ge=0, lt=1)),
-        "n_communities": (_default(generate, "n_communities"), partial(integer, ge=1)),
-        "charges_between_communities_only": (_default(generate, "charges_between_communities_only"),
-                                             _flag),
+        "layout": Key("full", partial(text, choices=LAYOUTS), "n/a",
+                      "trade layout: full, bipartite, centralized or community"),
+        "sparsity": Key(0.0, partial(number, ge=0, lt=1), "1",
+                        "share of the layout's edges deleted at random"),
+        "n_communities": Key(_default(generate, "n_communities"), partial(integer, ge=1), "count",
+                             "communities (managers) of the community layout"),
+        "charges_between_communities_only": Key(
+            _default(generate, "charges_between_communities_only"), _flag, "n/a",
+            "only trades between two communities pay the charge"),
     },
     "network": {
-        "case": (None, text),
-        "policy": ("none", partial(text, choices=POLICIES)),
-        "fee": (0.0, partial(number, ge=0)),
-        "cost_perturbation": (0.0, partial(number, ge=0, lt=1)),
+        "case": Key(None, text, "n/a", "case file with a grid: a packaged name or a path"),
+        "policy": Key("none", partial(text, choices=POLICIES), "n/a",
+                      "network charge policy: none, unique, distance_ptd, distance_thevenin, zonal"),
+        "fee": Key(0.0, partial(number, ge=0), "EUR/MWh",
+                   "unit network fee u (per unit of the policy's distance)"),
+        "cost_perturbation": Key(0.0, partial(number, ge=0, lt=1), "1",
+                                 "relative perturbation of every agent's a and b (case k > 0)"),
     },
-    # Energy and reserve market (jaxmarket.reserve_study); absent: the plain P2P market.
+    # Energy and reserve market (jaxmarket.markets.reserve); absent: the plain P2P market.
     "reserve": {
-        "allocation": ("rel_1", partial(text, choices=ALLOCATIONS)),
-        # delta of SPEC section 6 ("delta" names the RCI sequence of [solver]).
-        "confidence": (0.95, partial(number, gt=0, lt=1)),
-        "uncertain_fraction": (0.2, partial(number, ge=0, lt=1)),
-        "distribution": ("gaussian", partial(text, choices=DISTRIBUTIONS)),
-        "reserve_share": (0.2, partial(number, ge=0)),
-        "reserve_cost_factor": (1.0, partial(number, ge=0)),
+        "allocation": Key(ReserveStudyParams.allocation, partial(text, choices=ALLOCATIONS), "n/a",
+                          "allocation of the confidence level: rel_1, rel_mu, rel_sigma, abs_sigma"),
+        # delta of the thesis ("delta" names the RCI sequence of [solver]).
+        "confidence": Key(ReserveStudyParams.delta, partial(number, gt=0, lt=1), "1",
+                          "global confidence level delta of the reserve requirement"),
+        **{f.name: Key(f.default, f.metadata["check"], f.metadata["unit"], f.metadata["description"])
+           for f in dataclasses.fields(RenewableParams) if "check" in f.metadata},
     },
     # Derived from the fields of every registered algorithm (jaxmarket.algorithms).
-    "solver": {"algorithm": ("admm", check_algorithm),
-               **{key: (f.default, f.metadata["check"]) for key, f in solver_schema().items()}},
+    "solver": _solver_schema(),
 }
+def label_units() -> dict[str, tuple[str, str]]:
+    """Unit and description of every label column a key of a swept section can give (a
+    pair-valued key gives two columns, ``_lo``/``_hi`` or ``_c``/``_p``)."""
+    labels = {}
+    for section in SWEPT_SECTIONS:
+        for key, entry in SCHEMA[section].items():
+            if isinstance(entry.default, tuple):
+                for suffix, end in zip(pair_suffixes(f"{section}.{key}"), ("first", "second")):
+                    labels[key + suffix] = (entry.unit, f"{entry.description} ({end} value)")
+            else:
+                labels[key] = (entry.unit, entry.description)
+    return labels
+
+
 # Keys whose value is a pair: a list of numbers is that pair, a list of lists a sweep.
-RANGES = tuple(key for table in SCHEMA.values() for key, (default, _) in table.items()
-               if isinstance(default, tuple))
+RANGES = tuple(key for table in SCHEMA.values() for key, entry in table.items()
+               if isinstance(entry.default, tuple))
 SWEPT_SECTIONS = ("community", "graph", "network", "reserve", "solver")
 
 
@@ -191,7 +228,7 @@ def _apply(raw: dict, overrides: Iterable[tuple[str, Any]]) -> dict:
 
 def _check_value(section: str, key: str, value, field: str):
     """A key's value: one scalar, or for swept sections a non-empty list of distinct ones."""
-    check = SCHEMA[section][key][1]
+    check = SCHEMA[section][key].check
     sweeps = section in SWEPT_SECTIONS and isinstance(value, list) and (
         key not in RANGES or any(isinstance(v, list) for v in value))
     if not sweeps:
@@ -222,7 +259,7 @@ def resolve(raw: dict, default_name: str, overrides: Iterable[tuple[str, Any]] =
     for section, keys in SCHEMA.items():
         given = record(merged.get(section, {}), section,
                        {key: partial(_check_value, section, key) for key in keys}, what="a table")
-        checked[section] = {key: given.get(key, default) for key, (default, _) in keys.items()}
+        checked[section] = {key: given.get(key, entry.default) for key, entry in keys.items()}
     run = checked["run"]
     run["name"] = run["name"] or _name(default_name, "run.name")
     run["out"] = run["out"] or f"outputs/{run['name']}"

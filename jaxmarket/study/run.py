@@ -24,11 +24,12 @@ import pyarrow as pa
 from jaxmarket.algorithms import Algorithm
 from jaxmarket.community import Community, concatenate, take
 from jaxmarket.errors import InputError
-from jaxmarket.markets import p2p, pool, reserve
+from jaxmarket.markets import kind, p2p, pool, reserve
+from jaxmarket.markets.columns import annotate
 from jaxmarket.markets.lanes import check_driver, driver_options, neighbour_widths
 from jaxmarket.study import store
 from jaxmarket.study.cell import Cell
-from jaxmarket.study.config import Study
+from jaxmarket.study.config import Study, label_units
 from jaxmarket.study.plan import (Chunk, Group, Plan, batch_size, case_indices, compile_key,
                                   groups)
 
@@ -69,6 +70,12 @@ def run_cell(study: Study, cell: Cell, community: Community, indices: np.ndarray
     if cell.reserve is not None:
         return reserve.run(community, cell.reserve, study.seed, indices, algorithm, driver)
     return _market(algorithm).run(community, algorithm, driver)
+
+
+def _kinds(cell: Cell) -> tuple[str, ...]:
+    """The column kinds of the cell's rows (``markets.columns``)."""
+    grid = ("grid",) if cell.grid_case is not None else ()
+    return ("dataset", kind(cell.algorithm, cell.reserve is not None), *grid)
 
 
 def _market(algorithm: Algorithm):
@@ -208,13 +215,15 @@ def run(plan: Plan, driver: str = "continuous") -> Iterator[Chunk]:
             if item.trace is not None:
                 entry["traces"], entry["trace_rows"] = f"traces/{chunk.name}.parquet", item.trace.num_rows
                 (out / "traces").mkdir(exist_ok=True)
-                store.write_table(out / entry["traces"], item.trace, part)
-            store.write_table(out / entry["cases"], item.cases, part)
+                store.write_table(out / entry["traces"], annotate(item.trace, "trace"), part)
+            store.write_table(out / entry["cases"], annotate(item.cases, _kinds(chunk.cell), labels),
+                              part)
             manifest["chunks"][chunk.name] = entry
             manifest["complete"] = len(manifest["chunks"]) == len(plan.chunks)
             store.write_manifest(out, manifest, plan.manifest)
         return [item.chunk for item in solved]
 
+    labels = label_units()
     compiled = set()
     with ThreadPoolExecutor(max_workers=1) as writer:
         writing = None
