@@ -16,16 +16,19 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
-from jaxmarket import sweep
+from jaxmarket.algorithms.admm import ConsensusADMM
+from jaxmarket.algorithms.ced import CEDMean
+from jaxmarket.markets import reserve, solve
+from jaxmarket.markets.rows import GAP_THRESHOLDS
+from jaxmarket.study import plan, run as runner
 from jaxmarket.cases import locate
 from jaxmarket.charges import grid_outcome, load_grid_case
 from jaxmarket.cli import app
-from jaxmarket.config import load_study
+from jaxmarket.study.config import label_units, load_study
 from jaxmarket.generator import generate
 from jaxmarket.markets import columns as schema
 from jaxmarket.renewables import RenewableParams
-from jaxmarket.reserve_study import ReserveStudyParams, run_reserve_market, tabulate_reserve
-from jaxmarket.solve import GAP_THRESHOLDS, SolverOptions, solve_batch
+from jaxmarket.markets.reserve import ReserveStudyParams
 
 STUDY = """
 [run]
@@ -63,7 +66,7 @@ def outputs(tmp_path_factory) -> dict[str, Output]:
     # A sweep: dataset + p2p columns and the cell's labels; the trace table.
     (folder / "columns.toml").write_text(STUDY)
     study = load_study(folder / "columns.toml", (), out=folder / "sweep")
-    list(sweep.run(sweep.prepare(study), driver="plain"))  # same rows, less to compile
+    list(runner.run(plan.prepare(study), driver="plain"))  # same rows, less to compile
     (cases,) = sorted((study.out / "cases").glob("*.parquet"))
     (trace,) = sorted((study.out / "traces").glob("*.parquet"))
     made["sweep rows"] = Output(pq.read_table(cases), ("dataset", "p2p"),
@@ -73,11 +76,11 @@ def outputs(tmp_path_factory) -> dict[str, Output]:
     # Pool rows and energy + reserve rows on a generated batch.
     indices = np.arange(2)
     community = generate(0, indices, 4)
-    pool = solve_batch(community, SolverOptions(algorithm="ced_mean", max_iter=20), "plain")
+    pool = solve(community, CEDMean(max_iter=20), "plain")
     made["pool rows"] = _output(pool.rows, "pool")
     params = ReserveStudyParams("rel_1", 0.95, RenewableParams(uncertain_fraction=0.25))
-    run = run_reserve_market(community, params, 0, indices, SolverOptions(max_iter=20), "plain")
-    made["reserve rows"] = _output(tabulate_reserve(community, params, run).rows, "reserve")
+    run = reserve.run(community, params, 0, indices, ConsensusADMM(max_iter=20), "plain")
+    made["reserve rows"] = _output(reserve.tabulate(community, params, run).rows, "reserve")
 
     # jaxmarket solve --out on the packaged New England case: the solve row (with the
     # grid columns) and the trades table.
@@ -85,7 +88,9 @@ def outputs(tmp_path_factory) -> dict[str, Output]:
     result = CliRunner().invoke(app, ["solve", str(locate("new_england")), "--algorithm", "rci",
                                       "--max-iter", "5", "--out", str(out)])
     assert result.exit_code == 0, result.output
-    made["solve row"] = Output(pq.read_table(out), ("solve", "p2p", "grid"))
+    solve_row = pq.read_table(out)
+    made["solve row"] = Output(solve_row, ("solve", "p2p", "grid"),
+                               tuple(set(solve_row.column_names) & set(label_units())))
     made["trades"] = Output(pq.read_table(out.with_name("row.trades.parquet")), ("trades",))
     grid = load_grid_case("new_england")
     trades = np.zeros((2,) + grid.case.community.edges.shape[1:])
@@ -98,10 +103,11 @@ OUTPUTS = ("sweep rows", "sweep trace", "pool rows", "reserve rows", "solve row"
 
 
 def _labels(output: Output) -> dict[str, tuple[str, str]]:
-    """Stand-in declarations of the cell labels (the config declares them), for those not
-    declared here (``n_agents`` is both a label and a metric)."""
-    declared = schema.columns(output.kinds)
-    return {name: ("n/a", "cell label") for name in output.labels if name not in declared}
+    """The declarations of the label columns: every study key declares its unit and
+    description (``study.config.label_units``); ``n_agents`` is both a label and a metric."""
+    units = label_units()
+    assert set(output.labels) <= set(units)
+    return {name: units[name] for name in output.labels}
 
 
 def test_every_column_is_declared_once_with_a_unit_and_a_description():
