@@ -66,6 +66,10 @@ def sweep(
         study = load_study(file, set_ or (), out)
         plan = planner.prepare(study, resume=resume, overwrite=overwrite,
                               process=jax.process_index(), processes=jax.process_count())
+    if plan.repairs:
+        more = f" and {len(plan.repairs) - 1} more" if len(plan.repairs) > 1 else ""
+        typer.echo(f"{study.name}: recomputing {len(plan.repairs)} chunks whose listed parts are "
+                   f"missing or damaged: {plan.repairs[0]}{more}", err=True)
     # A process of a multi-process run counts the chunks it takes.
     total, pending = len(plan.assigned), plan.pending
     share = "" if plan.processes == 1 else f" (process {plan.process} of {plan.processes})"

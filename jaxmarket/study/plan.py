@@ -12,6 +12,8 @@ writes its parts and its own manifest (``store.manifest_name``).
 
 from __future__ import annotations
 
+import dataclasses
+import os
 from dataclasses import dataclass
 
 import jax
@@ -46,6 +48,8 @@ class Plan:
     overwrite: bool  # delete the existing dataset before writing
     process: int = 0  # this process of a multi-process run ...
     processes: int = 1  # ... of this many: it runs chunks process, process + processes, ...
+    repairs: tuple[str, ...] = ()  # listed parts of assigned chunks found missing or damaged
+    seen: tuple = ()  # store.manifest_state of the manifests this run rewrites, when planned
 
     @property
     def assigned(self) -> tuple[Chunk, ...]:
@@ -60,6 +64,20 @@ class Plan:
     def manifest(self) -> str:
         return store.manifest_name(self.process, self.processes)
 
+    def locks(self) -> list[tuple[str, bool]]:
+        """(manifest name, shared) of the writer locks this run holds while it writes: a run
+        in one process excludes every writer of the folder; the processes of a multi-process
+        run share ``manifest.json``'s lock (so a one-process writer is refused) and each
+        holds its own manifest's lock alone."""
+        if self.processes > 1:
+            return [(store.MANIFEST, True), (self.manifest, False)]
+        others = sorted(p.name for p in self.study.out.glob("manifest-process-*.json"))
+        return [(store.MANIFEST, False)] + [(name, False) for name in others]
+
+    def watched(self) -> str | None:
+        """The manifests whose change since planning makes this plan stale (None: all)."""
+        return None if self.processes == 1 else self.manifest
+
 
 def batch_size(study: Study) -> int:
     return min(study.chunk_size, study.cases_per_cell)
@@ -69,6 +87,44 @@ def chunks(study: Study) -> tuple[Chunk, ...]:
     size, count = batch_size(study), study.cases_per_cell
     return tuple(Chunk(cell, start, min(start + size, count))
                  for cell in study.cells for start in range(0, count, size))
+
+
+# The manifest lists every chunk and is rewritten after each one: beyond this many chunks
+# its size and rewrite time dominate (raise run.chunk_size instead).
+MAX_CHUNKS = 100_000
+# N x N float64 arrays per case held while a queue is solved: the case (trade bounds, costs,
+# charges: 3), the solver's trades and prices (2), an iteration's temporaries and the
+# result (about 3). An estimate, to refuse a study that cannot fit before it starts.
+ARRAYS_PER_CASE = 8
+
+
+def check_resources(study: Study) -> dict:
+    """Refuse a study whose chunk list or largest queue cannot fit, before anything is
+    built; returns the estimates (``chunks``, ``queue_bytes``, ``memory_bytes``)."""
+    size = batch_size(study)
+    count = len(study.cells) * -(-study.cases_per_cell // size)
+    if count > MAX_CHUNKS:
+        raise InputError("run.cases_per_cell", f"{len(study.cells)} cells x {study.cases_per_cell} "
+                                               f"cases in chunks of {size} make {count:.3g} chunks, "
+                                               f"more than {MAX_CHUNKS}; raise run.chunk_size or "
+                                               f"lower run.cases_per_cell")
+    n = max(cell.n_agents for cell in study.cells)
+    queue = max(size, queue_cases(n) // size * size)
+    need, have = queue * n * n * 8 * ARRAYS_PER_CASE, memory_bytes()
+    if need > have:
+        raise InputError("community.n_agents", f"a queue of {queue} cases of {n} agents needs about "
+                                               f"{need / 2**30:.3g} GiB, this {jax.default_backend()} "
+                                               f"has {have / 2**30:.3g} GiB; lower run.chunk_size "
+                                               f"or the agent count")
+    return {"chunks": count, "queue_bytes": need, "memory_bytes": have}
+
+
+def memory_bytes() -> int:
+    """Memory of the first device: an accelerator's allocator limit, else the host's RAM."""
+    stats = jax.devices()[0].memory_stats() if jax.default_backend() != "cpu" else None
+    if stats and stats.get("bytes_limit"):
+        return int(stats["bytes_limit"])
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
 def case_indices(chunk: Chunk, size: int) -> np.ndarray:
@@ -130,6 +186,7 @@ def prepare(study: Study, resume: bool = False, overwrite: bool = False, process
     writes its own parts and its own manifest, and only its own earlier manifest asks for
     ``--resume`` (the others may already be writing theirs)."""
     out = study.out
+    check_resources(study)
     if resume and overwrite:
         raise InputError("--resume", "cannot be combined with --overwrite")
     if overwrite and processes > 1:
@@ -139,26 +196,36 @@ def prepare(study: Study, resume: bool = False, overwrite: bool = False, process
         raise InputError("run.out", f"{out} exists and is not a directory")
     # Another process of the run may be writing its first manifest: list the directory
     # before reading the manifests, and skip hidden temporary files (``write_atomic``).
-    entries = [p for p in out.iterdir() if not store.is_temporary(p)] if out.exists() else []
+    entries = [p for p in out.iterdir() if not (store.is_temporary(p) or store.is_lock(p))] \
+        if out.exists() else []
     manifest = store.read_manifest(out) if out.exists() else None
     if manifest is None and entries:
         # Never write into, or delete, a directory that is not a dataset of ours.
         raise InputError("run.out", f"{out} is not empty and holds no {store.MANIFEST}; choose another --out")
     everything = chunks(study)
     if manifest is None or overwrite:
-        return Plan(study, everything, {}, overwrite=manifest is not None, process=process,
-                    processes=processes)
+        return _plan(study, everything, {}, overwrite=manifest is not None, process=process,
+                     processes=processes)
     if manifest.get("config_hash") != study.config_hash:
         flag = "--resume" if resume else "run.out"
         raise InputError(flag, f"{out} holds a different study (config hash {manifest.get('config_hash')}, "
                                f"this config {study.config_hash}); use --overwrite or another --out")
-    done = {name: entry for name, entry in manifest.get("chunks", {}).items()
-            if (out / entry["cases"]).exists()}
-    plan = Plan(study, everything, done, overwrite=False, process=process, processes=processes)
+    damaged = store.damaged_parts(out, manifest)
+    done = {name: entry for name, entry in manifest["chunks"].items() if name not in damaged}
+    plan = _plan(study, everything, done, overwrite=False, process=process, processes=processes,
+                 repairs=tuple(damaged[c.name] for c in everything[process::processes] if c.name in damaged))
     earlier = manifest if processes == 1 else store.read_manifest(out, plan.manifest)
     if plan.pending and not resume and earlier is not None:
+        broken = f", {len(damaged)} listed parts missing or damaged" if damaged else ""
         raise InputError("run.out", f"{out} holds an unfinished study ({len(done)}/{len(everything)} "
-                                    f"chunks); use --resume to continue it or --overwrite to start over")
+                                    f"chunks{broken}); use --resume to continue it or --overwrite to "
+                                    f"start over")
     if plan.pending:
         store.check_environment(manifest, out)
     return plan
+
+
+def _plan(study: Study, everything, done, **options) -> Plan:
+    plan = Plan(study, everything, done, **options)
+    seen = store.manifest_state(study.out, plan.watched()) if study.out.is_dir() else ()
+    return dataclasses.replace(plan, seen=seen)
