@@ -66,6 +66,8 @@ def sweep(
         study = load_study(file, set_ or (), out)
         plan = planner.prepare(study, resume=resume, overwrite=overwrite,
                               process=jax.process_index(), processes=jax.process_count())
+        # Locked at once: a second writer is refused before anything is said or done.
+        chunks = runner.run(plan, driver) if plan.pending else iter(())
     if plan.repairs:
         more = f" and {len(plan.repairs) - 1} more" if len(plan.repairs) > 1 else ""
         typer.echo(f"{study.name}: recomputing {len(plan.repairs)} chunks whose listed parts are "
@@ -84,7 +86,7 @@ def sweep(
     with user_errors(), _progress(console) as progress:
         task = progress.add_task(study.name, total=cases, chunks=f"{done}/{total}")
         try:
-            for chunk in runner.run(plan, driver):
+            for chunk in chunks:
                 done += 1
                 progress.update(task, advance=chunk.n_cases, chunks=f"{done}/{total}")
                 if progress.disable:  # a log file gets one line per chunk instead of a bar

@@ -68,6 +68,7 @@ from jaxmarket.markets.reserve import ReserveStudyParams, check_algorithm as che
 from jaxmarket.renewables import RenewableParams
 from jaxmarket.schema import child, integer, number, record, show, text
 from jaxmarket.study.cell import Cell, pair_suffixes
+from jaxmarket.study.resources import check_resources
 from jaxmarket.uncertainty import ALLOCATIONS, DISTRIBUTIONS
 
 DTYPES = ("float64", "float32")
@@ -280,6 +281,9 @@ def resolve(raw: dict, default_name: str, overrides: Iterable[tuple[str, Any]] =
     cells = tuple(cells)
     for cell in cells:
         _check_cell(cell)
+    # Before the generator is traced: tracing a huge community allocates its index arrays.
+    check_resources(len(cells), max(cell.n_agents for cell in cells), run["cases_per_cell"],
+                    run["chunk_size"])
     _check_communities(cells, run["seed"], run["dtype"])
 
     config = {section: {key: _json_ready(v) for key, v in values.items()}

@@ -13,7 +13,6 @@ writes its parts and its own manifest (``store.manifest_name``).
 from __future__ import annotations
 
 import dataclasses
-import os
 from dataclasses import dataclass
 
 import jax
@@ -23,6 +22,7 @@ from jaxmarket.errors import InputError
 from jaxmarket.study import store
 from jaxmarket.study.cell import Cell
 from jaxmarket.study.config import Study
+from jaxmarket.study.resources import queue_cases
 
 
 @dataclass(frozen=True)
@@ -89,44 +89,6 @@ def chunks(study: Study) -> tuple[Chunk, ...]:
                  for cell in study.cells for start in range(0, count, size))
 
 
-# The manifest lists every chunk and is rewritten after each one: beyond this many chunks
-# its size and rewrite time dominate (raise run.chunk_size instead).
-MAX_CHUNKS = 100_000
-# N x N float64 arrays per case held while a queue is solved: the case (trade bounds, costs,
-# charges: 3), the solver's trades and prices (2), an iteration's temporaries and the
-# result (about 3). An estimate, to refuse a study that cannot fit before it starts.
-ARRAYS_PER_CASE = 8
-
-
-def check_resources(study: Study) -> dict:
-    """Refuse a study whose chunk list or largest queue cannot fit, before anything is
-    built; returns the estimates (``chunks``, ``queue_bytes``, ``memory_bytes``)."""
-    size = batch_size(study)
-    count = len(study.cells) * -(-study.cases_per_cell // size)
-    if count > MAX_CHUNKS:
-        raise InputError("run.cases_per_cell", f"{len(study.cells)} cells x {study.cases_per_cell} "
-                                               f"cases in chunks of {size} make {count:.3g} chunks, "
-                                               f"more than {MAX_CHUNKS}; raise run.chunk_size or "
-                                               f"lower run.cases_per_cell")
-    n = max(cell.n_agents for cell in study.cells)
-    queue = max(size, queue_cases(n) // size * size)
-    need, have = queue * n * n * 8 * ARRAYS_PER_CASE, memory_bytes()
-    if need > have:
-        raise InputError("community.n_agents", f"a queue of {queue} cases of {n} agents needs about "
-                                               f"{need / 2**30:.3g} GiB, this {jax.default_backend()} "
-                                               f"has {have / 2**30:.3g} GiB; lower run.chunk_size "
-                                               f"or the agent count")
-    return {"chunks": count, "queue_bytes": need, "memory_bytes": have}
-
-
-def memory_bytes() -> int:
-    """Memory of the first device: an accelerator's allocator limit, else the host's RAM."""
-    stats = jax.devices()[0].memory_stats() if jax.default_backend() != "cpu" else None
-    if stats and stats.get("bytes_limit"):
-        return int(stats["bytes_limit"])
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-
-
 def case_indices(chunk: Chunk, size: int) -> np.ndarray:
     """The chunk's case indices, padded to ``size`` by repeating the last one."""
     return np.minimum(np.arange(chunk.start, chunk.start + size), chunk.stop - 1)
@@ -142,13 +104,6 @@ class Group:
     @property
     def cell(self) -> Cell:
         return self.chunks[0].cell
-
-
-def queue_cases(n_agents: int) -> int:
-    """Cases a group may hold: about 2^20 trades on a CPU (some 100 MB of communities,
-    results and traces at N = 25, 1677 cases), 2^26 on an accelerator (16 queues of lanes)."""
-    trades = 2**20 if jax.default_backend() == "cpu" else 2**26
-    return max(1, trades // n_agents**2)
 
 
 def groups(study: Study, pending: tuple[Chunk, ...]) -> tuple[Group, ...]:
@@ -186,7 +141,6 @@ def prepare(study: Study, resume: bool = False, overwrite: bool = False, process
     writes its own parts and its own manifest, and only its own earlier manifest asks for
     ``--resume`` (the others may already be writing theirs)."""
     out = study.out
-    check_resources(study)
     if resume and overwrite:
         raise InputError("--resume", "cannot be combined with --overwrite")
     if overwrite and processes > 1:

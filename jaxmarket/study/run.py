@@ -169,27 +169,40 @@ def solve_group(study: Study, group: Group, community: Community, indices: np.nd
 
 
 def run(plan: Plan, driver: str = "continuous") -> Iterator[Chunk]:
-    """Solve and write every pending chunk, yielding each one once it is on disk.
+    """Solve and write every pending chunk; returns an iterator that yields each chunk once
+    it is on disk.
 
-    The run holds its writer locks (``Plan.locks``) while it writes, and refuses to start
-    when another writer changed the manifests since ``prepare``. Groups are solved one after
-    the other; the parts of a group are written by a second thread while the next group is
-    generated and solved, so file I/O overlaps compute and at most two groups of rows are
-    held in memory. A failed read or write (permission, disk full) is an ``InputError``; the
-    dataset stays resumable."""
+    The run takes its writer locks (``Plan.locks``) at once, before returning, and holds
+    them until the iterator ends; it refuses to start when another writer changed the
+    manifests since ``prepare``. Groups are solved one after the other; the parts of a group
+    are written by a second thread while the next group is generated and solved, so file
+    I/O overlaps compute and at most two groups of rows are held in memory. A failed read
+    or write (permission, disk full) is an ``InputError``; the dataset stays resumable."""
     out = plan.study.out
     check_driver(driver)  # before anything is written
+    locks = ExitStack()
     try:
         out.mkdir(parents=True, exist_ok=True)
-        with ExitStack() as locks:
-            for name, shared in plan.locks():
-                locks.enter_context(store.writer_lock(out, name, shared))
-            if store.manifest_state(out, plan.watched()) != plan.seen:
-                raise InputError(str(out), "another run changed this dataset while this one was "
-                                           "starting; run the command again")
-            yield from _write(plan, driver)
+        for name, shared in plan.locks():
+            locks.enter_context(store.writer_lock(out, name, shared))
+        if store.manifest_state(out, plan.watched()) != plan.seen:
+            raise InputError(str(out), "another run changed this dataset while this one was "
+                                       "starting; run the command again")
     except OSError as error:
+        locks.close()
         raise store.io_error(error, out) from None
+    except BaseException:
+        locks.close()
+        raise
+    return _locked(plan, driver, locks)
+
+
+def _locked(plan: Plan, driver: str, locks: ExitStack) -> Iterator[Chunk]:
+    with locks:
+        try:
+            yield from _write(plan, driver)
+        except OSError as error:
+            raise store.io_error(error, plan.study.out) from None
 
 
 def _write(plan: Plan, driver: str) -> Iterator[Chunk]:

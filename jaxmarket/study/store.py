@@ -196,7 +196,7 @@ def _part_problem(path: Path, checksum: str | None, rows: int | None) -> str | N
             return None if sha256_of(path) == checksum else "damaged: checksum mismatch"
         if rows is not None and pq.read_metadata(path).num_rows != rows:
             return "damaged: row count mismatch"
-    except OSError as error:
+    except (OSError, pa.ArrowException) as error:
         return f"damaged: {getattr(error, 'strerror', None) or error}"
     return None
 
