@@ -40,7 +40,7 @@ Cell c is the c-th element of that product.
 
 ``run.out`` is relative to the working directory. The config hash identifies what a
 study computes: it covers the resolved config except ``run.out`` (moving a dataset does
-not change it).
+not change it), including ``network.case_sha256``, the SHA-256 of every case file's bytes.
 """
 
 from __future__ import annotations
