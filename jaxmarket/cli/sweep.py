@@ -56,6 +56,12 @@ def sweep(
         study = load_study(file, set_ or (), out)
         plan = planner.prepare(study, resume=resume, overwrite=overwrite,
                               process=jax.process_index(), processes=jax.process_count())
+        # Locked at once: a second writer is refused before anything is said or done.
+        chunks = runner.run(plan, driver) if plan.pending else iter(())
+    if plan.repairs:
+        more = f" and {len(plan.repairs) - 1} more" if len(plan.repairs) > 1 else ""
+        typer.echo(f"{study.name}: recomputing {len(plan.repairs)} chunks whose listed parts are "
+                   f"missing or damaged: {plan.repairs[0]}{more}", err=True)
     # A process of a multi-process run counts the chunks it takes.
     total, pending = len(plan.assigned), plan.pending
     share = "" if plan.processes == 1 else f" (process {plan.process} of {plan.processes})"
@@ -70,7 +76,7 @@ def sweep(
     display = Display(study.name, cases, f"{done}/{total}", Console(stderr=True), quiet)
     with user_errors(), display, listening(display.event):
         try:
-            for chunk in runner.run(plan, driver):
+            for chunk in chunks:
                 done += 1
                 display.chunk_written(f"{done}/{total}")
         except KeyboardInterrupt:

@@ -40,7 +40,7 @@ Cell c is the c-th element of that product.
 
 ``run.out`` is relative to the working directory. The config hash identifies what a
 study computes: it covers the resolved config except ``run.out`` (moving a dataset does
-not change it).
+not change it), including ``network.case_sha256``, the SHA-256 of every case file's bytes.
 """
 
 from __future__ import annotations
@@ -60,6 +60,7 @@ from typing import Any, Iterable, NamedTuple
 import jax
 
 from jaxmarket.algorithms import check_algorithm, solver_schema
+from jaxmarket.cases import locate
 from jaxmarket.charges import POLICIES, GridCase, load_grid_case
 from jaxmarket.errors import InputError
 from jaxmarket.generator import LAYOUTS, GeneratorParams, generate
@@ -67,6 +68,7 @@ from jaxmarket.markets.reserve import ReserveStudyParams, check_algorithm as che
 from jaxmarket.renewables import RenewableParams
 from jaxmarket.schema import child, integer, number, record, show, text
 from jaxmarket.study.cell import Cell, pair_suffixes
+from jaxmarket.study.resources import check_resources
 from jaxmarket.uncertainty import ALLOCATIONS, DISTRIBUTIONS
 
 DTYPES = ("float64", "float32")
@@ -126,7 +128,8 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "out": Key(None, text, "n/a", "output folder (default outputs/<name>)"),
         "chunk_size": Key(256, partial(integer, gt=0), "cases", "cases solved and written together"),
         "dtype": Key("float64", partial(text, choices=DTYPES), "n/a", "precision of the algorithm"),
-        "cases_per_cell": Key(100, partial(integer, gt=0), "cases", "random cases of every cell"),
+        # Below 2^31: case k's stream is fold_in(PRNGKey(seed), k), a 32-bit index.
+        "cases_per_cell": Key(100, partial(integer, gt=0, lt=2**31), "cases", "random cases of every cell"),
     },
     "community": {"n_agents": Key(25, partial(integer, ge=2), "count",
                                   "producers, consumers and prosumers per community"),
@@ -255,6 +258,7 @@ def resolve(raw: dict, default_name: str, overrides: Iterable[tuple[str, Any]] =
     reading the case files a ``[network]`` section names."""
     merged = _apply(raw, overrides)
     record(merged, "", {section: lambda value, field: value for section in SCHEMA}, what="a table")
+    pinned = merged.get("network", {}).pop("case_sha256", None) if isinstance(merged.get("network"), dict) else None
     checked = {}
     for section, keys in SCHEMA.items():
         given = record(merged.get(section, {}), section,
@@ -277,10 +281,15 @@ def resolve(raw: dict, default_name: str, overrides: Iterable[tuple[str, Any]] =
     cells = tuple(cells)
     for cell in cells:
         _check_cell(cell)
+    # Before the generator is traced: tracing a huge community allocates its index arrays.
+    check_resources(len(cells), max(cell.n_agents for cell in cells), run["cases_per_cell"],
+                    run["chunk_size"])
     _check_communities(cells, run["seed"], run["dtype"])
 
     config = {section: {key: _json_ready(v) for key, v in values.items()}
               for section, values in checked.items()}
+    if grid_cases:
+        config["network"]["case_sha256"] = _case_checksums(grid_cases, pinned)
     return Study(
         name=run["name"], seed=run["seed"], out=Path(run["out"]), chunk_size=run["chunk_size"],
         dtype=run["dtype"], cases_per_cell=run["cases_per_cell"], cells=cells, swept=swept,
@@ -303,6 +312,19 @@ def _grid_cases(checked: dict, merged: dict) -> dict[str, GridCase]:
                                       "case file; remove this section")
         del checked[section]
     return {path: load_grid_case(path) for path in (paths if isinstance(paths, list) else [paths])}
+
+
+def _case_checksums(grid_cases: dict, pinned) -> dict[str, str]:
+    """SHA-256 of every case file's bytes, part of the config hash: a study over an edited
+    case file is another study. ``pinned`` (a manifest's record, read back by ``jaxmarket
+    report``) must match the files as they are now."""
+    checksums = {path: hashlib.sha256(locate(path).read_bytes()).hexdigest() for path in grid_cases}
+    if pinned is not None:
+        for path, checksum in checksums.items():
+            if not isinstance(pinned, dict) or pinned.get(path) != checksum:
+                raise InputError("network.case", f"{path} changed since the dataset was written "
+                                                 f"(its SHA-256 differs from the manifest's)")
+    return checksums
 
 
 # Keys added after the first studies: left out of the resolved config unless given, so that
@@ -364,6 +386,8 @@ def load_study(path, overrides: Iterable[str] = (), out=None) -> Study:
         raise InputError(str(path), f"cannot read: {getattr(error, 'strerror', None) or error}") from None
     except tomllib.TOMLDecodeError as error:
         raise InputError(str(path), f"malformed TOML: {error}") from None
+    if not raw:  # an empty or truncated file is not a request for the default study
+        raise InputError(str(path), "holds no study (no table, no key)")
     pairs = [parse_override(o) for o in overrides]
     if out is not None:
         pairs.append(("run.out", str(out)))

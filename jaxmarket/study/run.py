@@ -11,9 +11,9 @@ next group is generated and solved.
 from __future__ import annotations
 
 import os
-import shutil
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -172,16 +172,46 @@ def solve_group(study: Study, group: Group, community: Community, indices: np.nd
 
 
 def run(plan: Plan, driver: str = "continuous") -> Iterator[Chunk]:
-    """Solve and write every pending chunk, yielding each one once it is on disk.
+    """Solve and write every pending chunk; returns an iterator that yields each chunk once
+    it is on disk.
 
-    Groups are solved one after the other; the parts of a group are written by a second
-    thread while the next group is generated and solved, so file I/O overlaps compute and
-    at most two groups of rows are held in memory."""
-    study, out = plan.study, plan.study.out
+    The run takes its writer locks (``Plan.locks``) at once, before returning, and holds
+    them until the iterator ends; it refuses to start when another writer changed the
+    manifests since ``prepare``. Groups are solved one after the other; the parts of a group
+    are written by a second thread while the next group is generated and solved, so file
+    I/O overlaps compute and at most two groups of rows are held in memory. A failed read
+    or write (permission, disk full) is an ``InputError``; the dataset stays resumable."""
+    out = plan.study.out
     check_driver(driver)  # before anything is written
+    locks = ExitStack()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        for name, shared in plan.locks():
+            locks.enter_context(store.writer_lock(out, name, shared))
+        if store.manifest_state(out, plan.watched()) != plan.seen:
+            raise InputError(str(out), "another run changed this dataset while this one was "
+                                       "starting; run the command again")
+    except OSError as error:
+        locks.close()
+        raise store.io_error(error, out) from None
+    except BaseException:
+        locks.close()
+        raise
+    return _locked(plan, driver, locks)
+
+
+def _locked(plan: Plan, driver: str, locks: ExitStack) -> Iterator[Chunk]:
+    with locks:
+        try:
+            yield from _write(plan, driver)
+        except OSError as error:
+            raise store.io_error(error, plan.study.out) from None
+
+
+def _write(plan: Plan, driver: str) -> Iterator[Chunk]:
+    study, out = plan.study, plan.study.out
     if plan.overwrite:
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
+        store.remove_dataset(out)
     # Temporary files a killed run left of this process's files (the other processes of a
     # multi-process run may be writing theirs).
     for path in [out / plan.manifest] + [out / folder / f"{chunk.name}.parquet"
@@ -218,9 +248,10 @@ def run(plan: Plan, driver: str = "continuous") -> Iterator[Chunk]:
             if item.trace is not None:
                 entry["traces"], entry["trace_rows"] = f"traces/{chunk.name}.parquet", item.trace.num_rows
                 (out / "traces").mkdir(exist_ok=True)
-                store.write_table(out / entry["traces"], annotate(item.trace, "trace"), part)
-            store.write_table(out / entry["cases"], annotate(item.cases, _kinds(chunk.cell), labels),
-                              part)
+                entry["trace_sha256"] = store.write_table(out / entry["traces"],
+                                                          annotate(item.trace, "trace"), part)
+            entry["sha256"] = store.write_table(
+                out / entry["cases"], annotate(item.cases, _kinds(chunk.cell), labels), part)
             manifest["chunks"][chunk.name] = entry
             manifest["complete"] = len(manifest["chunks"]) == len(plan.chunks)
             store.write_manifest(out, manifest, plan.manifest)
