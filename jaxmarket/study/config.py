@@ -3,7 +3,9 @@
 ```
 [run]        name (file stem), seed (0), out ("outputs/<name>"), chunk_size (256),
              dtype ("float64" | "float32"), cases_per_cell (100)
-[community]  n_agents (25) and every GeneratorParams field (ranges are [low, high])
+[community]  n_agents (25) and every GeneratorParams field (ranges are [low, high]),
+             charge ("distance" | "uniform") with charge_per_distance (c) or
+             charge_per_trade (u, 1.0)
 [graph]      layout ("full" | "bipartite" | "centralized" | "community"), sparsity (0.0,
              in [0, 1)), n_communities (3), charges_between_communities_only (false)
 [network]    case (none: generated communities), policy ("none" | "unique" |
@@ -62,7 +64,7 @@ import jax
 from jaxmarket.algorithms import check_algorithm, solver_schema
 from jaxmarket.charges import POLICIES, GridCase, load_grid_case
 from jaxmarket.errors import InputError
-from jaxmarket.generator import LAYOUTS, GeneratorParams, generate
+from jaxmarket.generator import CHARGES, LAYOUTS, GeneratorParams, generate
 from jaxmarket.markets.reserve import ReserveStudyParams, check_algorithm as check_reserve_algorithm
 from jaxmarket.renewables import RenewableParams
 from jaxmarket.schema import child, integer, number, record, show, text
@@ -96,9 +98,13 @@ class Key(NamedTuple):
 
 
 def _generator_schema() -> dict[str, Key]:
-    """GeneratorParams fields: tuples are ranges, the rest numbers."""
-    return {f.name: Key(f.default, _range if isinstance(f.default, tuple) else number,
-                        f.metadata["unit"], f.metadata["description"])
+    """GeneratorParams fields: tuples are ranges, the charge family a name, the rest numbers."""
+    def check(default):
+        if isinstance(default, tuple):
+            return _range
+        return partial(text, choices=CHARGES) if isinstance(default, str) else number
+
+    return {f.name: Key(f.default, check(f.default), f.metadata["unit"], f.metadata["description"])
             for f in dataclasses.fields(GeneratorParams)}
 
 
@@ -307,7 +313,8 @@ def _grid_cases(checked: dict, merged: dict) -> dict[str, GridCase]:
 
 # Keys added after the first studies: left out of the resolved config unless given, so that
 # the studies written before them keep their config hash (and can be resumed).
-OPTIONAL_KEYS = {"graph": ("n_communities", "charges_between_communities_only"),
+OPTIONAL_KEYS = {"community": ("charge", "charge_per_trade"),
+                 "graph": ("n_communities", "charges_between_communities_only"),
                  "solver": tuple(key for key, f in solver_schema().items() if f.metadata["optional"])}
 
 
