@@ -175,6 +175,15 @@ class GeneratorParams:
                              "must be positive (a = 0 is a flat utility)")
 
 
+# The thesis' scale (T3.2.2, Table 3.3: a community consuming 1.44 MW at 15.22 c$/kWh): the
+# same distribution with power read in kW (100 kW per agent: 25 agents clear about 1.4 MW)
+# and prices in c$/kWh, the price ranges scaled by 0.3 so that the pool price is near 15
+# c$/kWh. Powers in kW, prices in c$/kWh: a is then in c$/kWh per kW (about 0.3 times the
+# MW/EUR generator's numbers). RCI's steps are not scale-invariant (docs/studies/algorithms.md).
+THESIS_SCALE = GeneratorParams(producer_b=(4.5, 12.0), consumer_b=(18.0, 25.5),
+                               prosumer_b=(10.5, 19.5), marginal_spread=(6.0, 15.0))
+
+
 def _check_finite(name, value):
     number(value, f"community.{name}")
 

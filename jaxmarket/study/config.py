@@ -21,8 +21,9 @@
              eps_primal (1e-4), eps_dual (1e-4), max_iter (10000), check_every (1),
              trace_every (0 = no trace); ADMM: rho_balance (0 = fixed rho, else the
              residual ratio of residual balancing), rho_balance_factor (2.0),
-             rho_balance_every (10); RCI/PCMBED: eps_price, eps_power (1e-4) and the
-             sequences alpha, beta, eta, delta as [c, p] in c / k^p (thesis defaults)
+             rho_balance_every (10); RCI/PCMBED: eps_price, eps_power (1e-4), tuning
+             ("thesis" | "reference_2018") and the sequences alpha, beta, eta, delta as
+             [c, p] in c / k^p (unset: the tuning's; given: they override it)
 ```
 
 With ``network.case`` (a JSON case file with a grid, path relative to the working
@@ -62,6 +63,7 @@ from typing import Any, Iterable, NamedTuple
 import jax
 
 from jaxmarket.algorithms import check_algorithm, solver_schema
+from jaxmarket.algorithms.rci import tuned
 from jaxmarket.charges import POLICIES, GridCase, load_grid_case
 from jaxmarket.errors import InputError
 from jaxmarket.generator import CHARGES, LAYOUTS, GeneratorParams, generate
@@ -90,11 +92,13 @@ def _range(value, field):
 
 class Key(NamedTuple):
     """A study key, declared once: default (None: filled in from the context), checker
-    ``check(value, field) -> value``, unit and description (the label columns' metadata)."""
+    ``check(value, field) -> value``, unit and description (the label columns' metadata);
+    ``pair``: its value is a pair (a range, an RCI sequence), two label columns."""
     default: Any
     check: Any
     unit: str
     description: str
+    pair: bool = False
 
 
 def _generator_schema() -> dict[str, Key]:
@@ -104,13 +108,15 @@ def _generator_schema() -> dict[str, Key]:
             return _range
         return partial(text, choices=CHARGES) if isinstance(default, str) else number
 
-    return {f.name: Key(f.default, check(f.default), f.metadata["unit"], f.metadata["description"])
+    return {f.name: Key(f.default, check(f.default), f.metadata["unit"], f.metadata["description"],
+                        isinstance(f.default, tuple))
             for f in dataclasses.fields(GeneratorParams)}
 
 
 def _solver_schema() -> dict[str, Key]:
     return {"algorithm": Key("admm", check_algorithm, "n/a", "market algorithm (registry name)"),
-            **{key: Key(f.default, f.metadata["check"], f.metadata["unit"], f.metadata["description"])
+            **{key: Key(f.default, f.metadata["check"], f.metadata["unit"], f.metadata["description"],
+                        isinstance(f.default, tuple) or f.metadata["suffixes"] is not None)
                for key, f in solver_schema().items()}}
 
 
@@ -176,7 +182,7 @@ def label_units() -> dict[str, tuple[str, str]]:
     labels = {}
     for section in SWEPT_SECTIONS:
         for key, entry in SCHEMA[section].items():
-            if isinstance(entry.default, tuple):
+            if entry.pair:
                 for suffix, end in zip(pair_suffixes(f"{section}.{key}"), ("first", "second")):
                     labels[key + suffix] = (entry.unit, f"{entry.description} ({end} value)")
             else:
@@ -185,8 +191,7 @@ def label_units() -> dict[str, tuple[str, str]]:
 
 
 # Keys whose value is a pair: a list of numbers is that pair, a list of lists a sweep.
-RANGES = tuple(key for table in SCHEMA.values() for key, entry in table.items()
-               if isinstance(entry.default, tuple))
+RANGES = tuple(key for table in SCHEMA.values() for key, entry in table.items() if entry.pair)
 SWEPT_SECTIONS = ("community", "graph", "network", "reserve", "solver")
 
 
@@ -271,6 +276,10 @@ def resolve(raw: dict, default_name: str, overrides: Iterable[tuple[str, Any]] =
     run["out"] = run["out"] or f"outputs/{run['name']}"
     grid_cases = _grid_cases(checked, merged)
     _omit_unused_keys(checked, merged)
+    # RCI sequences left unset take their tuning's values, here when the study has one
+    # tuning (the config then shows what runs, and a study without solver.tuning keeps the
+    # config hash it had before tunings existed), else cell by cell below.
+    checked["solver"] = tuned(checked["solver"])
     if not merged.get("reserve"):
         del checked["reserve"]  # studies without it keep their hash
 
@@ -278,7 +287,7 @@ def resolve(raw: dict, default_name: str, overrides: Iterable[tuple[str, Any]] =
     swept = tuple(key for key, v in values.items() if isinstance(v, list))
     cells = []
     for c, point in enumerate(itertools.product(*(values[key] for key in swept))):
-        cell_values = {**values, **dict(zip(swept, point))}
+        cell_values = tuned({**values, **dict(zip(swept, point))}, prefix="solver.")
         cells.append(Cell(c, cell_values, grid_cases.get(cell_values.get("network.case"))))
     cells = tuple(cells)
     for cell in cells:
