@@ -34,8 +34,12 @@ Costs
     agent's whole capacity, so ``a > 0`` and no utility is flat.
 
 Positions and charges
-    ``x, y ~ U(0, 1)``; ``gamma_nm = +c * dist(n, m) / 2`` when n is the seller side of
-    the pair, ``-c * dist(n, m) / 2`` when m is (SPEC section 1, ``gamma_mn = -gamma_nm``).
+    ``x, y ~ U(0, 1)``. Two charge families (SPEC section 4), both split half and half:
+    ``charge = "distance"``: ``gamma_nm = +c * dist(n, m) / 2`` when n is the seller side
+    of the pair, ``-c * dist(n, m) / 2`` when m is (SPEC section 1, ``gamma_mn =
+    -gamma_nm``; T3.2.2, the algorithm comparison); ``charge = "uniform"``: ``gamma_nm =
+    +-u / 2`` on every trade (T3.5.2, "a unitary trade-based transaction cost", the
+    sparsity study). The family is static (one compilation each); the fees are traced.
     The seller side is the agent that comes first in the order (role: producer <
     prosumer < consumer, then lower ``b``, then lower index): a producer sells to anyone
     but a producer, a consumer's partner sells to it, and between two agents of the same
@@ -63,7 +67,7 @@ Communities
     community with the lower autarky price (``_orient_between_managers`` says why).
 
 Cost
-    One compilation per (batch size, N, layout, dtype), about 2 s on a CPU; seeds,
+    One compilation per (batch size, N, layout, charge family, dtype), about 2 s on a CPU; seeds,
     parameter values and sparsity levels, 0 included, reuse it. At 1000 cases x 300 agents
     the time goes to writing the three (B, N, N) float fields and, when ``sparsity > 0``,
     to one sort of the N(N-1)/2 edge scores per case.
@@ -102,9 +106,13 @@ _AGENT_STREAM, _GAMMA_STREAM, _EDGE_STREAM, _COMMUNITY_STREAM = 0, 1, 2, 3
 MIN_DIRICHLET_ALPHA = 0.1
 
 
-def _key(default, unit: str, description: str):
-    """A generator field, declared once: it is a study key of ``[community]`` too."""
-    return field(default=default, metadata={"unit": unit, "description": description})
+CHARGES = ("distance", "uniform")  # charge families (SPEC section 4)
+
+
+def _key(default, unit: str, description: str, **metadata):
+    """A generator field, declared once: it is a study key of ``[community]`` too.
+    ``static=True``: part of the compiled program (a pytree meta field), not traced."""
+    return field(default=default, metadata={"unit": unit, "description": description, **metadata})
 
 
 @jax.tree_util.register_dataclass
@@ -129,12 +137,17 @@ class GeneratorParams:
     prosumer_fraction: float = _key(0.0, "1", "prosumers, taken from the agents beyond the "
                                     "2 ceil(N/3)")
     charge_per_distance: float = _key(0.0, "EUR/MWh", "c in gamma_nm = +-c dist(n, m) / 2 "
-                                      "(positions in the unit square)")
+                                      "(positions in the unit square; charge = distance)")
+    # Added after the first studies: optional study keys (jaxmarket.study.config).
+    charge: str = _key("distance", "n/a", "charge family: distance (gamma_nm = +-c dist / 2) "
+                       "or uniform (gamma_nm = +-u / 2 on every trade)", static=True)
+    charge_per_trade: float = _key(1.0, "EUR/MWh", "u in gamma_nm = +-u / 2 on every trade "
+                                   "(charge = uniform)")
 
     def validate(self) -> None:
         """Raise ``InputError('community.<field>', ...)`` on the first bad value."""
         for name in ("capacity_per_agent", "max_share", "dirichlet_alpha",
-                     "prosumer_fraction", "charge_per_distance"):
+                     "prosumer_fraction", "charge_per_distance", "charge_per_trade"):
             _check_finite(name, getattr(self, name))
         for name in ("producer_b", "consumer_b", "prosumer_b", "marginal_spread"):
             _check_range(name, getattr(self, name))
@@ -151,9 +164,24 @@ class GeneratorParams:
         if self.charge_per_distance < 0:
             raise InputError("community.charge_per_distance",
                              "must be >= 0 (the sign comes from the seller side)")
+        if self.charge_per_trade < 0:
+            raise InputError("community.charge_per_trade",
+                             "must be >= 0 (the sign comes from the seller side)")
+        if self.charge not in CHARGES:
+            raise InputError("community.charge",
+                             f"must be one of {', '.join(CHARGES)}, got {self.charge!r}")
         if self.marginal_spread[0] <= 0:
             raise InputError("community.marginal_spread",
                              "must be positive (a = 0 is a flat utility)")
+
+
+# The thesis' scale (T3.2.2, Table 3.3: a community consuming 1.44 MW at 15.22 c$/kWh): the
+# same distribution with power read in kW (100 kW per agent: 25 agents clear about 1.4 MW)
+# and prices in c$/kWh, the price ranges scaled by 0.3 so that the pool price is near 15
+# c$/kWh. Powers in kW, prices in c$/kWh: a is then in c$/kWh per kW (about 0.3 times the
+# MW/EUR generator's numbers). RCI's steps are not scale-invariant (docs/studies/algorithms.md).
+THESIS_SCALE = GeneratorParams(producer_b=(4.5, 12.0), consumer_b=(18.0, 25.5),
+                               prosumer_b=(10.5, 19.5), marginal_spread=(6.0, 15.0))
 
 
 def _check_finite(name, value):
@@ -177,8 +205,8 @@ def generate(seed: int, case_indices: Sequence[int], n_agents: int,
 
     ``n_agents`` counts the producers, consumers and prosumers; the hub layouts append
     their hub or managers after them (``n_slots``). Compiled once per (batch size,
-    ``n_agents``, ``layout``, ``dtype``, ``n_communities`` where it is used); other
-    parameter values reuse the compiled function.
+    ``n_agents``, ``layout``, ``params.charge``, ``dtype``, ``n_communities`` where it is
+    used); other parameter values reuse the compiled function.
     """
     params.validate()
     key, indices = _case_keys(seed, case_indices)
@@ -276,13 +304,18 @@ def _generate(key, indices, params, n_prosumers, sparsity, *, n_agents, layout, 
     if between_only:
         charged = edges & (label[..., :, None] != label[..., None, :])
     seller = seller_side(role, agents["b"])
-    half = jnp.where(seller, 0.5, -0.5) * params.charge_per_distance
-    charge = jnp.where(charged, half * distance, 0.0)
+    # gamma_nm = +-fee * weight / 2: the same product for both families, so the distance
+    # charges are the very operations (and bits) they were before the uniform family.
+    if params.charge == "uniform":
+        fee, weight = params.charge_per_trade, jnp.ones_like(distance)
+    else:
+        fee, weight = params.charge_per_distance, distance
+    half = jnp.where(seller, 0.5, -0.5) * fee
+    charge = jnp.where(charged, half * weight, 0.0)
     trade_min, trade_max = role_trade_bounds(agents["p_min"], agents["p_max"], edges)
     if layout == "community" and n_communities > 1:
         charge, trade_min, trade_max = _orient_between_managers(
-            agents, edges, label, charge, charged, distance, params.charge_per_distance,
-            trade_min, trade_max, n_agents)
+            agents, edges, label, charge, charged, weight, fee, trade_min, trade_max, n_agents)
     community = Community(active=jnp.ones(role.shape, bool), edges=edges, charge=charge,
                           trade_min=trade_min, trade_max=trade_max, **agents)
     return astype(community, dtype)
@@ -330,15 +363,15 @@ def _layout_edges(layout, p_min, p_max, label):
             | (manager[:, None] & manager[None, :])) & full_graph(active)
 
 
-def _orient_between_managers(agents, edges, label, charge, charged, distance, per_distance,
+def _orient_between_managers(agents, edges, label, charge, charged, weight, fee,
                              trade_min, trade_max, n_agents):
     """Give each trade between two managers one direction: from the community with the
     lower autarky price to the other, the seller side of the pair.
 
     A linear charge ``gamma_nm p_nm`` only costs money in the direction it is signed for;
     a trade both ways would be paid to run backwards, and cycles of managers would earn
-    money. With distance charges (triangle inequality) and every manager pair linked, an
-    optimal flow never passes through a third community, so every traded unit leaves a
+    money. With distance or uniform charges (both obey the triangle inequality: u <= 2u)
+    and every manager pair linked, an optimal flow never passes through a third community, so every traded unit leaves a
     net exporter for a net importer, whose prices obey
     ``autarky_k <= mu_k < mu_j <= autarky_j``: the orientation keeps every optimal flow.
     The autarky price of community k is the pool price of its members still linked to
@@ -360,7 +393,7 @@ def _orient_between_managers(agents, edges, label, charge, charged, distance, pe
                | ((price[..., :, None] == price[..., None, :]) & (index[:, None] < index[None, :])))
     seller = jnp.zeros(edges.shape, bool).at[..., n_agents:, n_agents:].set(cheaper)
     between = edges & is_manager[..., :, None] & is_manager[..., None, :]
-    half = jnp.where(seller, 0.5, -0.5) * per_distance * distance
+    half = jnp.where(seller, 0.5, -0.5) * fee * weight
     charge = jnp.where(between & charged, half, charge)
     capacity = _fold(jnp.add, jnp.maximum(agents["p_max"], 0.0))[..., None, None]
     trade_min = jnp.where(between, jnp.where(seller, 0.0, -capacity), trade_min)

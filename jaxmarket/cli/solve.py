@@ -29,10 +29,11 @@ def _solver_options() -> list[inspect.Parameter]:
     """One option per ``[solver]`` key, typed by its default; None means "the algorithm's"."""
     parameters = []
     for key, field in algorithms.solver_schema().items():
-        kind = type(field.default)
-        annotation = Optional[tuple[float, float]] if kind is tuple else Optional[kind]
+        pair = isinstance(field.default, tuple) or field.metadata["suffixes"] is not None
+        annotation = Optional[tuple[float, float]] if pair else Optional[type(field.default)]
         unit = field.metadata["unit"]
-        help_ = f"{field.metadata['description']} [{unit}; default {field.default}]"
+        default = "from --tuning" if field.default is None else field.default
+        help_ = f"{field.metadata['description']} [{unit}; default {default}]"
         parameters.append(inspect.Parameter(key, inspect.Parameter.KEYWORD_ONLY, annotation=annotation,
                                             default=typer.Option(None, _flag(key), help=help_)))
     return parameters

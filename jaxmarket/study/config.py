@@ -3,7 +3,9 @@
 ```
 [run]        name (file stem), seed (0), out ("outputs/<name>"), chunk_size (256),
              dtype ("float64" | "float32"), cases_per_cell (100)
-[community]  n_agents (25) and every GeneratorParams field (ranges are [low, high])
+[community]  n_agents (25) and every GeneratorParams field (ranges are [low, high]),
+             charge ("distance" | "uniform") with charge_per_distance (c) or
+             charge_per_trade (u, 1.0)
 [graph]      layout ("full" | "bipartite" | "centralized" | "community"), sparsity (0.0,
              in [0, 1)), n_communities (3), charges_between_communities_only (false)
 [network]    case (none: generated communities), policy ("none" | "unique" |
@@ -19,8 +21,9 @@
              eps_primal (1e-4), eps_dual (1e-4), max_iter (10000), check_every (1),
              trace_every (0 = no trace); ADMM: rho_balance (0 = fixed rho, else the
              residual ratio of residual balancing), rho_balance_factor (2.0),
-             rho_balance_every (10); RCI/PCMBED: eps_price, eps_power (1e-4) and the
-             sequences alpha, beta, eta, delta as [c, p] in c / k^p (thesis defaults)
+             rho_balance_every (10); RCI/PCMBED: eps_price, eps_power (1e-4), tuning
+             ("thesis" | "reference_2018") and the sequences alpha, beta, eta, delta as
+             [c, p] in c / k^p (unset: the tuning's; given: they override it)
 ```
 
 With ``network.case`` (a JSON case file with a grid, path relative to the working
@@ -61,9 +64,10 @@ import jax
 
 from jaxmarket.algorithms import check_algorithm, solver_schema
 from jaxmarket.cases import locate
+from jaxmarket.algorithms.rci import tuned
 from jaxmarket.charges import POLICIES, GridCase, load_grid_case
 from jaxmarket.errors import InputError
-from jaxmarket.generator import LAYOUTS, GeneratorParams, generate
+from jaxmarket.generator import CHARGES, LAYOUTS, GeneratorParams, generate
 from jaxmarket.markets.reserve import ReserveStudyParams, check_algorithm as check_reserve_algorithm
 from jaxmarket.renewables import RenewableParams
 from jaxmarket.schema import child, integer, number, record, show, text
@@ -90,23 +94,31 @@ def _range(value, field):
 
 class Key(NamedTuple):
     """A study key, declared once: default (None: filled in from the context), checker
-    ``check(value, field) -> value``, unit and description (the label columns' metadata)."""
+    ``check(value, field) -> value``, unit and description (the label columns' metadata);
+    ``pair``: its value is a pair (a range, an RCI sequence), two label columns."""
     default: Any
     check: Any
     unit: str
     description: str
+    pair: bool = False
 
 
 def _generator_schema() -> dict[str, Key]:
-    """GeneratorParams fields: tuples are ranges, the rest numbers."""
-    return {f.name: Key(f.default, _range if isinstance(f.default, tuple) else number,
-                        f.metadata["unit"], f.metadata["description"])
+    """GeneratorParams fields: tuples are ranges, the charge family a name, the rest numbers."""
+    def check(default):
+        if isinstance(default, tuple):
+            return _range
+        return partial(text, choices=CHARGES) if isinstance(default, str) else number
+
+    return {f.name: Key(f.default, check(f.default), f.metadata["unit"], f.metadata["description"],
+                        isinstance(f.default, tuple))
             for f in dataclasses.fields(GeneratorParams)}
 
 
 def _solver_schema() -> dict[str, Key]:
     return {"algorithm": Key("admm", check_algorithm, "n/a", "market algorithm (registry name)"),
-            **{key: Key(f.default, f.metadata["check"], f.metadata["unit"], f.metadata["description"])
+            **{key: Key(f.default, f.metadata["check"], f.metadata["unit"], f.metadata["description"],
+                        isinstance(f.default, tuple) or f.metadata["suffixes"] is not None)
                for key, f in solver_schema().items()}}
 
 
@@ -173,7 +185,7 @@ def label_units() -> dict[str, tuple[str, str]]:
     labels = {}
     for section in SWEPT_SECTIONS:
         for key, entry in SCHEMA[section].items():
-            if isinstance(entry.default, tuple):
+            if entry.pair:
                 for suffix, end in zip(pair_suffixes(f"{section}.{key}"), ("first", "second")):
                     labels[key + suffix] = (entry.unit, f"{entry.description} ({end} value)")
             else:
@@ -182,8 +194,7 @@ def label_units() -> dict[str, tuple[str, str]]:
 
 
 # Keys whose value is a pair: a list of numbers is that pair, a list of lists a sweep.
-RANGES = tuple(key for table in SCHEMA.values() for key, entry in table.items()
-               if isinstance(entry.default, tuple))
+RANGES = tuple(key for table in SCHEMA.values() for key, entry in table.items() if entry.pair)
 SWEPT_SECTIONS = ("community", "graph", "network", "reserve", "solver")
 
 
@@ -269,6 +280,10 @@ def resolve(raw: dict, default_name: str, overrides: Iterable[tuple[str, Any]] =
     run["out"] = run["out"] or f"outputs/{run['name']}"
     grid_cases = _grid_cases(checked, merged)
     _omit_unused_keys(checked, merged)
+    # RCI sequences left unset take their tuning's values, here when the study has one
+    # tuning (the config then shows what runs, and a study without solver.tuning keeps the
+    # config hash it had before tunings existed), else cell by cell below.
+    checked["solver"] = tuned(checked["solver"])
     if not merged.get("reserve"):
         del checked["reserve"]  # studies without it keep their hash
 
@@ -276,7 +291,7 @@ def resolve(raw: dict, default_name: str, overrides: Iterable[tuple[str, Any]] =
     swept = tuple(key for key, v in values.items() if isinstance(v, list))
     cells = []
     for c, point in enumerate(itertools.product(*(values[key] for key in swept))):
-        cell_values = {**values, **dict(zip(swept, point))}
+        cell_values = tuned({**values, **dict(zip(swept, point))}, prefix="solver.")
         cells.append(Cell(c, cell_values, grid_cases.get(cell_values.get("network.case"))))
     cells = tuple(cells)
     for cell in cells:
@@ -329,7 +344,8 @@ def _case_checksums(grid_cases: dict, pinned) -> dict[str, str]:
 
 # Keys added after the first studies: left out of the resolved config unless given, so that
 # the studies written before them keep their config hash (and can be resumed).
-OPTIONAL_KEYS = {"graph": ("n_communities", "charges_between_communities_only"),
+OPTIONAL_KEYS = {"community": ("charge", "charge_per_trade"),
+                 "graph": ("n_communities", "charges_between_communities_only"),
                  "solver": tuple(key for key, f in solver_schema().items() if f.metadata["optional"])}
 
 
