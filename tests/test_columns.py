@@ -24,7 +24,8 @@ from jaxmarket.study import plan, run as runner
 from jaxmarket.cases import locate
 from jaxmarket.charges import grid_outcome, load_grid_case
 from jaxmarket.cli import app
-from jaxmarket.study.config import label_units, load_study
+from jaxmarket.study.config import load_study
+from jaxmarket.study.keys import label_units
 from jaxmarket.generator import generate
 from jaxmarket.markets import columns as schema
 from jaxmarket.renewables import RenewableParams

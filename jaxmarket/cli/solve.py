@@ -68,7 +68,8 @@ def solve(case_file: Path, algorithm: str, tol: Optional[float], policy: str, fe
         from jaxmarket.markets.columns import annotate
         from jaxmarket.schema import number, text
         from jaxmarket.study.cell import flat_labels
-        from jaxmarket.study.config import label_units, solver_options
+        from jaxmarket.study.config import solver_options
+        from jaxmarket.study.keys import label_units
         from jaxmarket.study.store import environment, write_table
 
         chosen = algorithms.get(text(algorithm, "--algorithm", choices=algorithms.names()))

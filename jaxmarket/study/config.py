@@ -1,30 +1,8 @@
-"""Study files: the TOML schema of a Monte Carlo sweep, its validation and its cells.
+"""Study files: reading, validating and expanding a study into its cells.
 
-```
-[run]        name (file stem), seed (0), out ("outputs/<name>"), chunk_size (256),
-             dtype ("float64" | "float32"), cases_per_cell (100)
-[community]  n_agents (25) and every GeneratorParams field (ranges are [low, high]),
-             charge ("distance" | "uniform") with charge_per_distance (c) or
-             charge_per_trade (u, 1.0)
-[graph]      layout ("full" | "bipartite" | "centralized" | "community"), sparsity (0.0,
-             in [0, 1)), n_communities (3), charges_between_communities_only (false)
-[network]    case (none: generated communities), policy ("none" | "unique" |
-             "distance_ptd" | "distance_thevenin" | "zonal"), fee (0.0, u in €/MWh),
-             cost_perturbation (0.0, relative, in [0, 1))
-[reserve]    allocation ("rel_1" | "rel_mu" | "rel_sigma" | "abs_sigma"), confidence (delta:
-             0.95, in (0, 1)),
-             uncertain_fraction (0.2), distribution ("gaussian" | "beta"), reserve_share
-             (0.2), reserve_cost_factor (1.0): the energy and reserve market
-             (``jaxmarket.reserve_study``); absent, the section is left out of the resolved
-             config (hashes of other studies unchanged)
-[solver]     algorithm ("admm" | "rci" | "pcmbed" | "ced" | "ced_mean"), rho (1.0),
-             eps_primal (1e-4), eps_dual (1e-4), max_iter (10000), check_every (1),
-             trace_every (0 = no trace); ADMM: rho_balance (0 = fixed rho, else the
-             residual ratio of residual balancing), rho_balance_factor (2.0),
-             rho_balance_every (10); RCI/PCMBED: eps_price, eps_power (1e-4), tuning
-             ("thesis" | "reference_2018") and the sequences alpha, beta, eta, delta as
-             [c, p] in c / k^p (unset: the tuning's; given: they override it)
-```
+The keys, their defaults, checks and units are declared in ``jaxmarket.study.keys`` (and
+rendered in ``docs/study-file.md``): sections ``[run]``, ``[community]``, ``[graph]``,
+``[network]``, ``[reserve]`` and ``[solver]``.
 
 With ``network.case`` (a JSON case file with a grid, path relative to the working
 directory) the cells solve that case instead of generated communities: case k is the
@@ -36,7 +14,7 @@ left out of the resolved config, so generator studies keep their cells and confi
 
 Any key of ``[community]``, ``[graph]``, ``[network]``, ``[reserve]`` and ``[solver]`` may be given as a list of values
 (for a range key: a list of ranges) to sweep it. The cells are the Cartesian product of
-the swept lists, ordered like nested loops: keys in the order of the schema above
+the swept lists, ordered like nested loops: keys in the order of the declarations
 (community, graph, network, reserve, solver; within a section as listed, generator fields in
 GeneratorParams order), the last swept key varying fastest, values in the order given.
 Cell c is the c-th element of that product.
@@ -48,155 +26,27 @@ not change it), including ``network.case_sha256``, the SHA-256 of every case fil
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
-import inspect
 import itertools
 import json
-import re
 import tomllib
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any, Iterable, NamedTuple
+from typing import Any, Iterable
 
 import jax
 
-from jaxmarket.algorithms import check_algorithm, solver_schema
-from jaxmarket.cases import locate
 from jaxmarket.algorithms.rci import tuned
-from jaxmarket.charges import POLICIES, GridCase, load_grid_case
+from jaxmarket.cases import locate
+from jaxmarket.charges import GridCase, load_grid_case
 from jaxmarket.errors import InputError
-from jaxmarket.generator import CHARGES, LAYOUTS, GeneratorParams, generate
-from jaxmarket.markets.reserve import ReserveStudyParams, check_algorithm as check_reserve_algorithm
-from jaxmarket.renewables import RenewableParams
-from jaxmarket.schema import child, integer, number, record, show, text
-from jaxmarket.study.cell import Cell, pair_suffixes
+from jaxmarket.markets.reserve import check_algorithm as check_reserve_algorithm
+from jaxmarket.schema import child, record, show
+from jaxmarket.study.cell import Cell
+from jaxmarket.study.keys import (OPTIONAL_KEYS, RANGES, SCHEMA, SWEPT_SECTIONS,
+                                  name_check)
 from jaxmarket.study.resources import check_resources
-from jaxmarket.uncertainty import ALLOCATIONS, DISTRIBUTIONS
-
-DTYPES = ("float64", "float32")
-
-
-def _name(value, field):
-    value = text(value, field)
-    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", value):
-        raise InputError(field, f"expected letters, digits, '.', '_' or '-', got {show(value)}")
-    return value
-
-
-def _range(value, field):
-    """A ``[low, high]`` pair of numbers; order checks belong to GeneratorParams.validate."""
-    if not isinstance(value, list) or len(value) != 2:
-        raise InputError(field, f"expected [low, high], got {show(value)}")
-    return tuple(number(v, child(field, k)) for k, v in enumerate(value))
-
-
-class Key(NamedTuple):
-    """A study key, declared once: default (None: filled in from the context), checker
-    ``check(value, field) -> value``, unit and description (the label columns' metadata);
-    ``pair``: its value is a pair (a range, an RCI sequence), two label columns."""
-    default: Any
-    check: Any
-    unit: str
-    description: str
-    pair: bool = False
-
-
-def _generator_schema() -> dict[str, Key]:
-    """GeneratorParams fields: tuples are ranges, the charge family a name, the rest numbers."""
-    def check(default):
-        if isinstance(default, tuple):
-            return _range
-        return partial(text, choices=CHARGES) if isinstance(default, str) else number
-
-    return {f.name: Key(f.default, check(f.default), f.metadata["unit"], f.metadata["description"],
-                        isinstance(f.default, tuple))
-            for f in dataclasses.fields(GeneratorParams)}
-
-
-def _solver_schema() -> dict[str, Key]:
-    return {"algorithm": Key("admm", check_algorithm, "n/a", "market algorithm (registry name)"),
-            **{key: Key(f.default, f.metadata["check"], f.metadata["unit"], f.metadata["description"],
-                        isinstance(f.default, tuple) or f.metadata["suffixes"] is not None)
-               for key, f in solver_schema().items()}}
-
-
-def _default(function, name: str):
-    return inspect.signature(function).parameters[name].default
-
-
-def _flag(value, field):
-    if not isinstance(value, bool):
-        raise InputError(field, f"expected true or false, got {show(value)}")
-    return value
-
-
-# section -> key -> Key.
-SCHEMA: dict[str, dict[str, Key]] = {
-    "run": {
-        "name": Key(None, _name, "n/a", "study name (default: the file's stem)"),
-        "seed": Key(0, partial(integer, ge=0), "n/a", "seed of every case's random stream"),
-        "out": Key(None, text, "n/a", "output folder (default outputs/<name>)"),
-        "chunk_size": Key(256, partial(integer, gt=0), "cases", "cases solved and written together"),
-        "dtype": Key("float64", partial(text, choices=DTYPES), "n/a", "precision of the algorithm"),
-        # Below 2^31: case k's stream is fold_in(PRNGKey(seed), k), a 32-bit index.
-        "cases_per_cell": Key(100, partial(integer, gt=0, lt=2**31), "cases", "random cases of every cell"),
-    },
-    "community": {"n_agents": Key(25, partial(integer, ge=2), "count",
-                                  "producers, consumers and prosumers per community"),
-                  **_generator_schema()},
-    "graph": {
-        "layout": Key("full", partial(text, choices=LAYOUTS), "n/a",
-                      "trade layout: full, bipartite, centralized or community"),
-        "sparsity": Key(0.0, partial(number, ge=0, lt=1), "1",
-                        "share of the layout's edges deleted at random"),
-        "n_communities": Key(_default(generate, "n_communities"), partial(integer, ge=1), "count",
-                             "communities (managers) of the community layout"),
-        "charges_between_communities_only": Key(
-            _default(generate, "charges_between_communities_only"), _flag, "n/a",
-            "only trades between two communities pay the charge"),
-    },
-    "network": {
-        "case": Key(None, text, "n/a", "case file with a grid: a packaged name or a path"),
-        "policy": Key("none", partial(text, choices=POLICIES), "n/a",
-                      "network charge policy: none, unique, distance_ptd, distance_thevenin, zonal"),
-        "fee": Key(0.0, partial(number, ge=0), "EUR/MWh",
-                   "unit network fee u (per unit of the policy's distance)"),
-        "cost_perturbation": Key(0.0, partial(number, ge=0, lt=1), "1",
-                                 "relative perturbation of every agent's a and b (case k > 0)"),
-    },
-    # Energy and reserve market (jaxmarket.markets.reserve); absent: the plain P2P market.
-    "reserve": {
-        "allocation": Key(ReserveStudyParams.allocation, partial(text, choices=ALLOCATIONS), "n/a",
-                          "allocation of the confidence level: rel_1, rel_mu, rel_sigma, abs_sigma"),
-        # delta of the thesis ("delta" names the RCI sequence of [solver]).
-        "confidence": Key(ReserveStudyParams.delta, partial(number, gt=0, lt=1), "1",
-                          "global confidence level delta of the reserve requirement"),
-        **{f.name: Key(f.default, f.metadata["check"], f.metadata["unit"], f.metadata["description"])
-           for f in dataclasses.fields(RenewableParams) if "check" in f.metadata},
-    },
-    # Derived from the fields of every registered algorithm (jaxmarket.algorithms).
-    "solver": _solver_schema(),
-}
-def label_units() -> dict[str, tuple[str, str]]:
-    """Unit and description of every label column a key of a swept section can give (a
-    pair-valued key gives two columns, ``_lo``/``_hi`` or ``_c``/``_p``)."""
-    labels = {}
-    for section in SWEPT_SECTIONS:
-        for key, entry in SCHEMA[section].items():
-            if entry.pair:
-                for suffix, end in zip(pair_suffixes(f"{section}.{key}"), ("first", "second")):
-                    labels[key + suffix] = (entry.unit, f"{entry.description} ({end} value)")
-            else:
-                labels[key] = (entry.unit, entry.description)
-    return labels
-
-
-# Keys whose value is a pair: a list of numbers is that pair, a list of lists a sweep.
-RANGES = tuple(key for table in SCHEMA.values() for key, entry in table.items() if entry.pair)
-SWEPT_SECTIONS = ("community", "graph", "network", "reserve", "solver")
-
 
 @dataclass(frozen=True)
 class Study:
@@ -276,7 +126,7 @@ def resolve(raw: dict, default_name: str, overrides: Iterable[tuple[str, Any]] =
                        {key: partial(_check_value, section, key) for key in keys}, what="a table")
         checked[section] = {key: given.get(key, entry.default) for key, entry in keys.items()}
     run = checked["run"]
-    run["name"] = run["name"] or _name(default_name, "run.name")
+    run["name"] = run["name"] or name_check(default_name, "run.name")
     run["out"] = run["out"] or f"outputs/{run['name']}"
     grid_cases = _grid_cases(checked, merged)
     _omit_unused_keys(checked, merged)
@@ -340,13 +190,6 @@ def _case_checksums(grid_cases: dict, pinned) -> dict[str, str]:
                 raise InputError("network.case", f"{path} changed since the dataset was written "
                                                  f"(its SHA-256 differs from the manifest's)")
     return checksums
-
-
-# Keys added after the first studies: left out of the resolved config unless given, so that
-# the studies written before them keep their config hash (and can be resumed).
-OPTIONAL_KEYS = {"community": ("charge", "charge_per_trade"),
-                 "graph": ("n_communities", "charges_between_communities_only"),
-                 "solver": tuple(key for key, f in solver_schema().items() if f.metadata["optional"])}
 
 
 def _omit_unused_keys(checked: dict, merged: dict) -> None:

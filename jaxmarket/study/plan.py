@@ -15,7 +15,6 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-import jax
 import numpy as np
 
 from jaxmarket.errors import InputError

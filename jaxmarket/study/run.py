@@ -30,7 +30,8 @@ from jaxmarket.markets.columns import annotate
 from jaxmarket.markets.lanes import check_driver, driver_options, neighbour_widths
 from jaxmarket.study import store
 from jaxmarket.study.cell import Cell
-from jaxmarket.study.config import Study, label_units
+from jaxmarket.study.config import Study
+from jaxmarket.study.keys import label_units
 from jaxmarket.study.plan import (Chunk, Group, Plan, batch_size, case_indices, compile_key,
                                   groups)
 
