@@ -14,8 +14,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from jaxmarket.errors import InputError
-from jaxmarket.generator import (GeneratorParams, cap_shares, delete_edges, generate,
-                                 seller_side)
+from jaxmarket.agents import cap_shares, seller_side
+from jaxmarket.generator import GeneratorParams, generate
+from jaxmarket.layouts import delete_edges
 
 jitted_cap_shares = jax.jit(cap_shares)  # one compilation for all examples
 
