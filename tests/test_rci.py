@@ -16,7 +16,7 @@ from oracle import clarabel_p2p
 from jaxmarket.algorithms.rci import PCMBED, RCI, RCIParams
 from jaxmarket.community import bipartite_graph, concatenate, make_community
 from jaxmarket.driver import DriverOptions, iterate
-from jaxmarket.schedules import THESIS, Sequences, inverse_power, power_laws
+from jaxmarket.schedules import THESIS, TUNINGS, Sequences, inverse_power, power_laws
 
 EPS = 1e-6
 OPTIONS = DriverOptions(max_iter=200_000, check_every=100)
@@ -130,10 +130,10 @@ def test_thesis_sequences():
     np.testing.assert_allclose(THESIS.eta(k - 1), 0.005)
     np.testing.assert_allclose(THESIS.delta(k - 1), 1.0)
     # Equal settings give the same functions, hence the same compiled algorithm.
-    assert power_laws() == THESIS and inverse_power(0.01, 0.01) is THESIS.alpha
-    assert RCI(schedules=power_laws()).sequences == RCI().sequences == THESIS
-    assert RCI(schedules=power_laws()).static() == RCI(schedules=THESIS).static()
-    assert hash(RCI(schedules=power_laws()).static()) == hash(RCI(schedules=THESIS).static())
+    assert power_laws(**TUNINGS["thesis"]) == THESIS and inverse_power(0.01, 0.01) is THESIS.alpha
+    assert RCI(schedules=power_laws(**TUNINGS["thesis"])).sequences == RCI().sequences == THESIS
+    assert RCI(schedules=power_laws(**TUNINGS["thesis"])).static() == RCI(schedules=THESIS).static()
+    assert hash(RCI(schedules=power_laws(**TUNINGS["thesis"])).static()) == hash(RCI(schedules=THESIS).static())
     for cls in (RCI, PCMBED):
         same = cls(alpha=(0.01, 0.01), eps_price=1e-3, eps_dual=1.0).static()
         assert same == cls().static() and hash(same) == hash(cls().static())
@@ -143,7 +143,7 @@ def test_thesis_sequences():
 def test_optax_schedules_plug_in():
     community = random_batch(5, 4, sizes=(4, 10))
     options = DriverOptions(500, 500)
-    ours = power_laws(alpha=(0.02, 0.0), beta=(0.1, 0.0))
+    ours = power_laws(**{**TUNINGS["thesis"], "alpha": (0.02, 0.0), "beta": (0.1, 0.0)})
     theirs = Sequences(optax.constant_schedule(0.02), optax.constant_schedule(0.1), *THESIS[2:])
     a = run(RCI(schedules=ours).static(), community, options=options)
     b = run(RCI(schedules=theirs).static(), community, options=options)

@@ -74,7 +74,7 @@ from jaxmarket.algorithms.base import Algorithm, hyperparameter
 from jaxmarket.community import Community
 from jaxmarket.errors import InputError
 from jaxmarket.metrics import p2p_objective
-from jaxmarket.schedules import Sequences, power_laws
+from jaxmarket.schedules import TUNINGS, Sequences, power_laws
 from jaxmarket.schema import child, number, show, text
 
 
@@ -200,14 +200,6 @@ SEQUENCES = ("alpha", "beta", "eta", "delta")
 # Named tunings: [c, p] of each sequence c / k^p, in the roles of SPEC 3.3 (alpha: innovation
 # gain of the prices, beta: consensus gain, eta: step of the bound duals, delta: offset of
 # the trade weights).
-TUNINGS = {
-    # T3.5, the thesis' persistent sequences.
-    "thesis": dict(alpha=(0.01, 0.01), beta=(0.1, 0.1), eta=(0.005, 0.0), delta=(1.0, 0.0)),
-    # The consensus + innovation loop published with the New England case in 2018
-    # (virtual-node form): constant gains, slowly decaying dual step and weight offset.
-    "reference_2018": dict(alpha=(0.01, 0.0), beta=(0.01, 0.0), eta=(0.005, 0.01),
-                           delta=(1.0, 0.01)),
-}
 DEFAULT_TUNING = "thesis"
 
 
