@@ -21,6 +21,7 @@ import jax
 import numpy as np
 import pyarrow as pa
 
+from jaxmarket import progress
 from jaxmarket.algorithms import Algorithm
 from jaxmarket.community import Community, concatenate, take
 from jaxmarket.errors import InputError
@@ -139,6 +140,8 @@ def solve_group(study: Study, group: Group, community: Community, indices: np.nd
     size, cell = batch_size(study), group.cell
     start = time.perf_counter()
     market = run_cell(study, cell, community, indices, cell.algorithm, driver)
+    jax.block_until_ready(market)  # the solve is over: now the references and metrics
+    progress.phase("tabulate", cases=sum(chunk.n_cases for chunk in group.chunks))
     results = [tabulate_cell(cell, chunk_community, cell.algorithm, chunk_market)
                for chunk_community, chunk_market in
                (_slot((community, market), slot * size, size) for slot in range(len(group.chunks)))]
@@ -233,13 +236,18 @@ def run(plan: Plan, driver: str = "continuous") -> Iterator[Chunk]:
     with ThreadPoolExecutor(max_workers=1) as writer:
         writing = None
         for group in groups(study, plan.pending):
+            cases = sum(chunk.n_cases for chunk in group.chunks)
+            progress.phase("generate", cases=cases)
             community, indices = group_communities(study, group)
             layouts = trade_layouts(group, community, driver)
             key = (compile_key(group.cell), group.slots, tuple(layouts))
             if key not in compiled:  # wall_time_s never includes compilation
+                progress.phase("compile", cases=cases)
                 warm_up(study, group, community, indices, driver)
                 compiled.add(key)
+            progress.phase("solve", cases=cases)
             solved, stats = solve_group(study, group, community, indices, driver)
+            progress.phase("write", cases=cases)
             options = driver_options(community, group.cell.algorithm, driver)  # devices: any layout
             stats = {"cell": group.cell.index, "chunks": len(group.chunks),
                      "queue": community.n_cases, "devices": options.devices if options.lanes else 1,
