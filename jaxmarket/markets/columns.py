@@ -8,7 +8,8 @@ Each column is declared once (``COLUMNS``), with the output kinds whose tables c
 ``reserve``   rows of the energy and reserve market (``reserve_study.tabulate_reserve``)
 ``grid``      extra columns of rows of a case with a grid (``charges.grid_outcome``)
 ``stopping``  extra columns of rows of a study that gives ``solver.stopping``, and of every
-              row under a local stopping rule (``algorithms.local_stopping``)
+              row under a local stopping rule (``algorithms.local_stopping``), the row of
+              ``jaxmarket solve --out`` included
 ``dataset``   identity columns of every sweep row (``sweep.solve_group``)
 ``trace``     the long residual trace of a sweep (``solve._long_trace``, per case id)
 ``trades``    the trades table of ``jaxmarket solve --out``
@@ -252,11 +253,11 @@ COLUMNS: tuple[Column, ...] = (
             "power traded between agents of different zones, sum |p_nm| / 2 over those pairs"),
     # --- when the agents stopped (algorithms.local_stopping; rows of a study giving
     # solver.stopping, and every row under a local rule)
-    _column("last_agent_stop", "float", "count", "stopping solve",
+    _column("last_agent_stop", "float", "count", "stopping",
             "iteration at which the last agent stopped negotiating: its local rule froze its "
             "last trade (local rules), the case converged (global rule: iterations); NaN when "
             "some agent never stopped (max_iter reached)"),
-    _column("mean_agent_stop", "float", "count", "stopping solve",
+    _column("mean_agent_stop", "float", "count", "stopping",
             "mean over the agents of the iteration at which each stopped negotiating (an "
             "agent that never stopped counts iterations; global rule: iterations)"),
     # --- long residual trace (solve._long_trace, written by the sweep)
