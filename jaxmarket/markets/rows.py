@@ -47,6 +47,9 @@ def driver_columns(result: DriverResult) -> dict[str, jax.Array]:
             "dual_residual": result.residuals.dual}
 
 
+STOP_COLUMNS = ("last_agent_stop", "mean_agent_stop")  # rows of a study giving solver.stopping
+
+
 def global_stop_columns(rows: dict) -> dict[str, np.ndarray]:
     """When the agents stopped under a global rule: all together, at the case's stop."""
     iterations = np.asarray(rows["iterations"], np.float64)

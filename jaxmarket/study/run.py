@@ -28,7 +28,7 @@ from jaxmarket.errors import InputError
 from jaxmarket.markets import kind, p2p, pool, reserve
 from jaxmarket.markets.columns import annotate
 from jaxmarket.markets.lanes import check_driver, driver_options, neighbour_widths
-from jaxmarket.markets.rows import global_stop_columns
+from jaxmarket.markets.rows import STOP_COLUMNS, global_stop_columns
 from jaxmarket.study import store
 from jaxmarket.study.cell import Cell
 from jaxmarket.study.config import Study, label_units
@@ -104,8 +104,9 @@ def tabulate_cell(cell: Cell, community: Community, algorithm: Algorithm, market
     if cell.reserve is not None:
         return reserve.tabulate(community, cell.reserve, market)
     result = _market(algorithm).tabulate(community, algorithm, market)
-    if "solver.stopping" in cell.values and "last_agent_stop" not in result.rows:
-        result.rows.update(global_stop_columns(result.rows))  # global-rule rows of the study
+    if "solver.stopping" in cell.values:  # last, in one order for every rule of the study
+        local = {key: result.rows.pop(key) for key in STOP_COLUMNS if key in result.rows}
+        result.rows.update(local or global_stop_columns(result.rows))
     return result
 
 
