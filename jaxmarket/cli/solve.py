@@ -116,7 +116,8 @@ def solve(case_file: Path, algorithm: str, tol: Optional[float], policy: str, fe
             table = pa.table({**{k: [v] for k, v in labels.items()},
                               **{k: [v] for k, v in row.items()}, "wall_time_s": [elapsed]})
             metadata = {"case": case.name, "environment": environment()}
-            kinds = ("solve", kind(options), *(("grid",) if grid is not None else ()))
+            kinds = ("solve", kind(options), *(("grid",) if grid is not None else ()),
+                     *(("stopping",) if getattr(options, "local_rule", False) else ()))
             write_table(out, annotate(table, kinds, label_units()), metadata)
             trades = out.with_name(out.stem + ".trades.parquet")
             write_table(trades, annotate(_trades_table(case, result.trades, result.prices), "trades"),

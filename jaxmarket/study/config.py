@@ -212,6 +212,10 @@ def _check_cell(cell: Cell) -> None:
             "rho_balance" not in {f.name for f in algorithm.declarations()} or cell.reserve):
         raise InputError("solver.rho_balance", "residual balancing is an option of the P2P "
                                                "consensus ADMM family (no [reserve]) only")
+    if cell.values.get("solver.stopping", "global") != "global" and (
+            algorithm.name != "admm" or cell.reserve or algorithm.rho_balance):
+        raise InputError("solver.stopping", "local stopping rules are an option of P2P consensus "
+                                            "ADMM (admm, fixed rho, no [reserve]) only")
     if algorithm.trace_every % algorithm.check_every:
         raise InputError("solver.trace_every", f"must be a multiple of solver.check_every "
                                                f"({algorithm.check_every}), got {algorithm.trace_every}")

@@ -28,6 +28,7 @@ from jaxmarket.errors import InputError
 from jaxmarket.markets import kind, p2p, pool, reserve
 from jaxmarket.markets.columns import annotate
 from jaxmarket.markets.lanes import check_driver, driver_options, neighbour_widths
+from jaxmarket.markets.rows import STOP_COLUMNS, global_stop_columns
 from jaxmarket.study import store
 from jaxmarket.study.cell import Cell
 from jaxmarket.study.config import Study
@@ -77,7 +78,8 @@ def run_cell(study: Study, cell: Cell, community: Community, indices: np.ndarray
 def _kinds(cell: Cell) -> tuple[str, ...]:
     """The column kinds of the cell's rows (``markets.columns``)."""
     grid = ("grid",) if cell.grid_case is not None else ()
-    return ("dataset", kind(cell.algorithm, cell.reserve is not None), *grid)
+    stopping = ("stopping",) if "solver.stopping" in cell.values else ()
+    return ("dataset", kind(cell.algorithm, cell.reserve is not None), *grid, *stopping)
 
 
 def _market(algorithm: Algorithm):
@@ -102,7 +104,11 @@ def trade_layouts(group: Group, community: Community, driver: str) -> dict[str, 
 def tabulate_cell(cell: Cell, community: Community, algorithm: Algorithm, market):
     if cell.reserve is not None:
         return reserve.tabulate(community, cell.reserve, market)
-    return _market(algorithm).tabulate(community, algorithm, market)
+    result = _market(algorithm).tabulate(community, algorithm, market)
+    if "solver.stopping" in cell.values:  # last, in one order for every rule of the study
+        local = {key: result.rows.pop(key) for key in STOP_COLUMNS if key in result.rows}
+        result.rows.update(local or global_stop_columns(result.rows))
+    return result
 
 
 def warm_up(study: Study, group: Group, community: Community, indices: np.ndarray,
