@@ -2,11 +2,15 @@
 
 import os
 
+import jax
 import pytest
 from hypothesis import settings
 
-import jaxmarket  # noqa: F401  (enables float64 before any test builds arrays)
 from jaxmarket.cases import locate
+
+# The tests build float64 arrays: 64-bit mode before any of them runs (importing jaxmarket
+# changes no JAX setting).
+jax.config.update("jax_enable_x64", True)
 
 DATA = locate("new_england").parent  # the packaged cases
 

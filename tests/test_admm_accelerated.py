@@ -105,3 +105,8 @@ def test_registered_and_configured_from_their_fields():
         solver_options({"algorithm": "admm_fast", "restart": 1.0})
     with pytest.raises(InputError, match="solver.anderson_memory"):
         solver_options({"algorithm": "admm_anderson", "anderson_memory": 0})
+    community = random_batch(3, 2, sizes=(3, 6))
+    for cls in (FastADMM, AndersonADMM):
+        algorithm = cls(stopping="per_agent")
+        with pytest.raises(InputError, match="solver.stopping"):
+            algorithm.init(community, algorithm.params(2, jnp.float64))

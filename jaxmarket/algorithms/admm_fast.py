@@ -43,6 +43,7 @@ import jax.numpy as jnp
 
 from jaxmarket.algorithms.admm import ADMMState, ConsensusADMM
 from jaxmarket.algorithms.base import hyperparameter
+from jaxmarket.errors import InputError
 from jaxmarket.schema import number
 
 
@@ -83,6 +84,11 @@ class CertifiedADMM(ConsensusADMM):
     """ADMM variants that solve against a centre other than the last trades: ADMM's
     residuals plus the distance of the trades to their centre, which must fall below
     ``eps_dual`` too (module doc). ``state.local.centre`` is a ``Centre``."""
+
+    def init(self, problem, params) -> ADMMState:
+        if self.local_rule:
+            raise InputError("solver.stopping", "local stopping rules are built for admm only")
+        return super().init(problem, params)
 
     def residuals(self, problem, params, previous, current) -> CertifiedResiduals:
         res = super().residuals(problem, params, previous, current)
