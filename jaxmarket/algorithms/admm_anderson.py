@@ -38,7 +38,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxmarket.algorithms.admm import ADMMState
-from jaxmarket.algorithms.admm_fast import CertifiedADMM, Centre, batch_norm, per_case
+from jaxmarket.algorithms.centred import Centre, CertifiedADMM, batch_norm, per_case
 from jaxmarket.algorithms.base import hyperparameter
 from jaxmarket.schema import integer, number
 

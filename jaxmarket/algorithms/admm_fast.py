@@ -41,26 +41,10 @@ from typing import ClassVar, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from jaxmarket.algorithms.admm import ADMMState, ConsensusADMM
+from jaxmarket.algorithms.admm import ADMMState
+from jaxmarket.algorithms.centred import Centre, CertifiedADMM, batch_norm, per_case
 from jaxmarket.algorithms.base import hyperparameter
-from jaxmarket.errors import InputError
 from jaxmarket.schema import number
-
-
-class CertifiedResiduals(NamedTuple):
-    primal: jax.Array  # (B,) T3.13, as ADMM
-    dual: jax.Array  # (B,) T3.13, as ADMM
-    objective: jax.Array  # (B,)
-    centre: jax.Array  # (B,) ||p^{k+1} - centre^k||: distance of the trades to their centre
-
-
-class Centre(NamedTuple):
-    """What an accelerated variant adds to ADMM's state: the centre of the next local solve
-    and the distance of the last trades to the centre they were solved against."""
-
-    consensus: jax.Array  # z_hat: skew-symmetric consensus trades of the next solve
-    prices: jax.Array  # lambda_hat: symmetric trade prices of the next solve
-    distance: jax.Array  # (B,) ||p^{k+1} - z_hat^k||
 
 
 class FastState(NamedTuple):
@@ -69,33 +53,6 @@ class FastState(NamedTuple):
     consensus: jax.Array  # z^k
     momentum: jax.Array  # (B,) a_k
     combined: jax.Array  # (B,) c^k, the combined residual of the restart test
-
-
-def batch_norm(x):
-    return jnp.sqrt((x ** 2).sum(tuple(range(1, x.ndim))))
-
-
-def per_case(v, like):
-    """(B,) values broadcast against the (B, ...) array ``like``."""
-    return v.reshape((-1,) + (1,) * (like.ndim - 1))
-
-
-class CertifiedADMM(ConsensusADMM):
-    """ADMM variants that solve against a centre other than the last trades: ADMM's
-    residuals plus the distance of the trades to their centre, which must fall below
-    ``eps_dual`` too (module doc). ``state.local.centre`` is a ``Centre``."""
-
-    def init(self, problem, params) -> ADMMState:
-        if self.local_rule:
-            raise InputError("solver.stopping", "local stopping rules are built for admm only")
-        return super().init(problem, params)
-
-    def residuals(self, problem, params, previous, current) -> CertifiedResiduals:
-        res = super().residuals(problem, params, previous, current)
-        return CertifiedResiduals(*res, current.local.centre.distance)
-
-    def converged(self, params, res: CertifiedResiduals) -> jax.Array:
-        return super().converged(params, res) & (res.centre <= params.eps_dual)
 
 
 @dataclasses.dataclass(frozen=True)
