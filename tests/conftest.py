@@ -5,7 +5,11 @@ import os
 import pytest
 from hypothesis import settings
 
-import jaxmarket  # noqa: F401  (enables float64 before any test builds arrays)
+import jax
+import jaxmarket  # noqa: F401
+
+# float64 before any test builds arrays (importing jaxmarket changes no global setting).
+jax.config.update("jax_enable_x64", True)
 from jaxmarket.cases import locate
 
 DATA = locate("new_england").parent  # the packaged cases
