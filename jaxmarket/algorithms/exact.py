@@ -96,8 +96,9 @@ class Exact(Algorithm):
     ipm_tolerance: float = hyperparameter(
         1e-12, "1", "exact engine: tolerance of the interior point on its relative gap and "
         "scaled residuals", partial(number, gt=0, lt=1), optional=True)
+    # 200: one of 20 random N = 100 cases with unit charges needed 153 iterations.
     ipm_max_iter: int = hyperparameter(
-        100, "iterations", "exact engine: interior-point iteration limit",
+        200, "iterations", "exact engine: interior-point iteration limit",
         partial(integer, gt=0), optional=True)
 
     def params(self, n_cases: int, dtype) -> ADMMParams:
