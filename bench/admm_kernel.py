@@ -4,7 +4,7 @@
 
 For every agent count N and batch size B, random full-graph communities with charges run
 a fixed number of iterations (``eps = 0``, so no case stops early) through
-``driver.iterate(ALGORITHM, ...)`` (consensus ADMM, fixed rho). The first call includes tracing and compilation;
+``driver.iterate(ConsensusADMM().static(), ...)``. The first call includes tracing and compilation;
 the following calls are timed (best and median; the machine is shared, so the best run is
 the one least disturbed by other work and gives the throughput). The NumPy baseline
 (``bench.numpy_admm``) runs the first few cases of each N in the same process for the same
@@ -31,13 +31,12 @@ import numpy as np
 
 from jaxmarket.algorithms.admm import ADMMParams, ConsensusADMM
 from jaxmarket.driver import DriverOptions, iterate
-from jaxmarket.markets.lanes import default_block_size
 from jaxmarket.generator import GeneratorParams, generate
+from jaxmarket.markets.lanes import default_block_size
 
 from bench.numpy_admm import case_arrays, solve_case
 
 RESULTS = Path(__file__).with_name("RESULTS.md")
-ALGORITHM = ConsensusADMM().static()  # the thesis' ADMM, compiled for every rho
 HEADLINE = (25, 1000)  # (N, B)
 HEADLINE_TARGET = 30.0  # speed-up over the NumPy loop
 SEED = 0
@@ -100,12 +99,12 @@ def time_kernel(community, iterations):
     n_cases = community.n_cases
     dtype = community.dtype
     params = ADMMParams(jnp.ones(n_cases, dtype), jnp.zeros(n_cases, dtype),
-                             jnp.zeros(n_cases, dtype))
-    # The block size solve_batch uses on this backend (cache-sized blocks on a CPU).
+                        jnp.zeros(n_cases, dtype))
+    # The block size markets.solve uses on this backend (cache-sized blocks on a CPU).
     options = DriverOptions(max_iter=iterations, block_size=default_block_size(community))
 
     def run():
-        return jax.block_until_ready(iterate(ALGORITHM, community, params, options))
+        return jax.block_until_ready(iterate(ConsensusADMM().static(), community, params, options))
 
     start = time.perf_counter()
     result = run()
@@ -226,6 +225,7 @@ def main(argv=None):
     parser.add_argument("--quick", action="store_true", help="a smoke run of about a minute")
     parser.add_argument("--dtype", choices=("float64", "float32"), default="float64")
     args = parser.parse_args(argv)
+    jax.config.update("jax_enable_x64", True)  # float64 arrays (importing jaxmarket sets nothing)
     plan = QUICK if args.quick else FULL
     dtype = jnp.dtype(args.dtype)
     command = "python -m bench.admm_kernel" + " --quick" * args.quick + (

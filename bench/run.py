@@ -11,7 +11,7 @@ rest of the file is kept; ``--quick`` only prints):
   NumPy loop in the same process (``bench.admm_kernel``).
 - ``layouts``: one ADMM iteration on the dense layout against neighbour lists
   (``jaxmarket.neighbours``) vs N and sparsity: where the runner's choice of layout comes
-  from (``solve.neighbour_widths``).
+  from (``markets.lanes.neighbour_widths``).
 - ``cases``: whole cases solved to the tolerance, as a study solves them (random
   communities with unit distance charges, residual-balanced ADMM, eps = 1e-4, the
   continuous driver with its lane utilisation), against the centralized problem solved
@@ -43,7 +43,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from bench import admm_kernel
-from bench.admm_kernel import ALGORITHM, cpu_model, kernel_version, repeat, write_section
+from bench.admm_kernel import cpu_model, kernel_version, repeat, write_section
 from jaxmarket import neighbours
 from jaxmarket.algorithms.admm import ADMMParams, ConsensusADMM
 from jaxmarket.driver import DriverOptions, iterate
@@ -97,11 +97,11 @@ def layouts(quick: bool, dtype) -> list[str]:
 def _per_case_iteration(problem, community, width: int, iterations: int) -> float:
     n_cases, dtype = community.n_cases, community.dtype
     params = ADMMParams(jnp.ones(n_cases, dtype), jnp.zeros(n_cases, dtype),
-                             jnp.zeros(n_cases, dtype))
+                        jnp.zeros(n_cases, dtype))
     options = DriverOptions(max_iter=iterations, block_size=default_block_size(community, width))
 
     def run():
-        jax.block_until_ready(iterate(ALGORITHM, problem, params, options))
+        jax.block_until_ready(iterate(ConsensusADMM().static(), problem, params, options))
 
     run()
     return 1e6 * min(repeat(run)) / (n_cases * iterations)
@@ -113,16 +113,16 @@ def cases(quick: bool, dtype) -> list[str]:
     from oracle import clarabel_p2p  # the tests' independent oracle: cvxpy + Clarabel
 
     plan = {25: (64, 3)} if quick else {25: (1000, 10), 50: (200, 5), 100: (40, 3)}
-    algorithm = ConsensusADMM(rho_balance=3.0, eps_primal=1e-4, eps_dual=1e-4)
+    options = ConsensusADMM(rho_balance=3.0, eps_primal=1e-4, eps_dual=1e-4)
     lines = ["| N | cases | converged | median iterations | first call (s) | cases/s "
              "| lane utilisation | Clarabel s/case | speed-up over Clarabel |",
              "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for n, (batch, clarabel_cases) in plan.items():
         community = generate(0, range(batch), n, UNIT_CHARGES, dtype=dtype)
         start = time.perf_counter()
-        result = jax.block_until_ready(p2p.run(community, algorithm))
+        result = jax.block_until_ready(p2p.run(community, options))
         first = time.perf_counter() - start
-        seconds = min(repeat(lambda: jax.block_until_ready(p2p.run(community, algorithm)),
+        seconds = min(repeat(lambda: jax.block_until_ready(p2p.run(community, options)),
                              min_runs=1, max_runs=3, budget_s=30.0))
         iterations = np.asarray(result.iterations)
         utilisation = iterations.sum() / int(result.lane_iterations)
@@ -162,6 +162,7 @@ def main(argv=None) -> None:
     parser.add_argument("--only", default=",".join(DEFAULT),
                         help=f"comma-separated sections of {', '.join(SECTIONS)}")
     args = parser.parse_args(argv)
+    jax.config.update("jax_enable_x64", True)  # float64 arrays (importing jaxmarket sets nothing)
     chosen = args.only.split(",")
     unknown = set(chosen) - set(SECTIONS)
     if unknown:

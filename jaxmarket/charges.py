@@ -27,7 +27,7 @@ import numpy as np
 from jaxmarket.case import CaseFile, load_case
 from jaxmarket.community import Community
 from jaxmarket.errors import InputError
-from jaxmarket.generator import CONSUMER, PRODUCER, PROSUMER, seller_side
+from jaxmarket.agents import CONSUMER, PRODUCER, PROSUMER, seller_side
 from jaxmarket.network import (Network, line_flows, load_network, loadings,
                                power_transfer_distance, thevenin_paths, zones_crossed)
 

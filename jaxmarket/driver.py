@@ -52,6 +52,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, PartitionSpec
 
+from jaxmarket import progress
+
 
 class DriverOptions(NamedTuple):
     max_iter: int = 10_000
@@ -158,7 +160,8 @@ def _over_devices(algorithm, problem, params, waiting, options: DriverOptions
         return v.reshape((-1,) + v.shape[2:])[:n_cases]
 
     def local(problem, params, waiting):
-        result = _continuous(algorithm, problem, params, waiting, options)
+        result = _continuous(algorithm, problem, params, waiting, options,
+                             device=jax.lax.axis_index("cases"))
         return result._replace(lane_iterations=result.lane_iterations[None])
 
     cases = PartitionSpec("cases")
@@ -237,7 +240,7 @@ def _put(tree, index, values):
     return jax.tree_util.tree_map(lambda t, v: t.at[index].set(v, mode="drop"), tree, values)
 
 
-def _continuous(algorithm, problem, params, waiting, options: DriverOptions
+def _continuous(algorithm, problem, params, waiting, options: DriverOptions, device=0
                 ) -> DriverResult:
     n_cases = jax.tree_util.tree_leaves(params)[0].shape[0]
     n_queued = waiting.sum(dtype=jnp.int32)  # ``waiting`` is a prefix of the queue
@@ -309,6 +312,12 @@ def _continuous(algorithm, problem, params, waiting, options: DriverOptions
         # Most rounds finish no case: skip the gathers and scatters then.
         next_case, lane, out = jax.lax.cond(finished.any(), refill, lambda f, *rest: rest,
                                             finished, next_case, lane, out)
+        # Cases finished so far (every finished case took one from the queue), for the
+        # progress display (``jaxmarket.progress``); a host callback every few rounds.
+        jax.lax.cond(rounds % progress.REPORT_EVERY_ROUNDS == 0,
+                     lambda: jax.debug.callback(progress.queue_callback, device,
+                                                next_case - n_lanes),
+                     lambda: None)
         return rounds + 1, next_case, lane, out, trace
 
     def keep_going(carry):

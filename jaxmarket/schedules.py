@@ -36,10 +36,20 @@ class Sequences(NamedTuple):
     delta: optax.Schedule  # offset of the trade weights g_nm
 
 
-def power_laws(alpha=(0.01, 0.01), beta=(0.1, 0.1), eta=(0.005, 0.0),
-               delta=(1.0, 0.0)) -> Sequences:
-    """The four sequences as ``(scale, power)`` pairs; the defaults are the thesis' (T3.5)."""
+# Named settings of the four sequences as (c, p) pairs in c / k^p.
+TUNINGS = {
+    # T3.5, the thesis' persistent sequences.
+    "thesis": dict(alpha=(0.01, 0.01), beta=(0.1, 0.1), eta=(0.005, 0.0), delta=(1.0, 0.0)),
+    # The consensus + innovation loop published with the New England case in 2018
+    # (virtual-node form): constant gains, slowly decaying dual step and weight offset.
+    "reference_2018": dict(alpha=(0.01, 0.0), beta=(0.01, 0.0), eta=(0.005, 0.01),
+                           delta=(1.0, 0.01)),
+}
+
+
+def power_laws(alpha, beta, eta, delta) -> Sequences:
+    """The four sequences from ``(scale, power)`` pairs."""
     return Sequences(*(inverse_power(float(c), float(p)) for c, p in (alpha, beta, eta, delta)))
 
 
-THESIS = power_laws()
+THESIS = power_laws(**TUNINGS["thesis"])

@@ -2,15 +2,15 @@
 
 import os
 
+import jax
 import pytest
 from hypothesis import settings
 
-import jax
-import jaxmarket  # noqa: F401
-
-# float64 before any test builds arrays (importing jaxmarket changes no global setting).
-jax.config.update("jax_enable_x64", True)
 from jaxmarket.cases import locate
+
+# The tests build float64 arrays: 64-bit mode before any of them runs (importing jaxmarket
+# changes no JAX setting).
+jax.config.update("jax_enable_x64", True)
 
 DATA = locate("new_england").parent  # the packaged cases
 

@@ -8,12 +8,13 @@ from hypothesis import strategies as st
 
 from cases import random_batch, random_case
 from oracle import clarabel_pool
-from jaxmarket import ced
+from jaxmarket import markets
+from jaxmarket.algorithms.ced import CED, CEDMean
 from jaxmarket.community import concatenate
 from jaxmarket.driver import DriverOptions, iterate
+from jaxmarket.markets.rows import GAP_THRESHOLDS
 from jaxmarket.metrics import market_metrics, optimality_gap
 from jaxmarket.pool import pool_dispatch
-from jaxmarket.solve import GAP_THRESHOLDS, SolverOptions, solve_batch
 
 EPS = 1e-7
 OPTIONS = DriverOptions(max_iter=100_000, check_every=1)
@@ -23,8 +24,10 @@ VARIANTS = {"mean": (1.0, True), "thesis": (1e-3, False)}
 
 
 def run(community, rho, mean, eps=EPS, options=OPTIONS):
-    return iterate(ced.ALGORITHM, community, ced.params(community.n_cases, rho, eps, eps, mean),
-                   options)
+    # One compiled program for both forms: the share of the imbalance is a per-case value.
+    params = (CEDMean if mean else CED)(rho=rho, eps_primal=eps, eps_dual=eps).params(
+        community.n_cases, jnp.float64)
+    return iterate(CED().static(), community, params, options)
 
 
 @pytest.fixture(scope="module")
@@ -86,8 +89,7 @@ def test_padding_and_batch_neighbours_do_not_change_a_case(seed, variant, check_
 
 def test_rows_have_the_p2p_columns_and_pool_values():
     community = random_batch(7, 5, sizes=(4, 12))
-    result = solve_batch(community, SolverOptions(algorithm="ced_mean", eps_primal=1e-6,
-                                                  eps_dual=1e-6))
+    result = markets.solve(community, CEDMean(eps_primal=1e-6, eps_dual=1e-6))
     rows = result.rows
     n = community.n_cases
     p2p_columns = market_metrics(community, jnp.zeros_like(community.charge),

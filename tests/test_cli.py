@@ -146,7 +146,7 @@ def test_solve_bad_files_and_options(tmp_path):
     assert_user_error(invoke("solve", path), f"{path}: malformed JSON at line 2 column 1: Expecting value")
     assert_user_error(invoke("solve", tmp_path / "nope.json"), f"{tmp_path / 'nope.json'}: no such file")
     case = DATA / "new_england.json"
-    assert_user_error(invoke("solve", case, "--rho", "-1"), "solver.rho: must be > 0, got -1.0")
-    assert_user_error(invoke("solve", case, "--algorithm", "simplex"), 'solver.algorithm: expected one of "admm"')
+    assert_user_error(invoke("solve", case, "--rho", "-1"), "--rho: must be > 0, got -1.0")
+    assert_user_error(invoke("solve", case, "--algorithm", "simplex"), '--algorithm: expected one of "admm"')
     assert_user_error(invoke("solve", case, "--out", tmp_path / "x.csv"), "--out: expected a .parquet file name")
     assert not (tmp_path / "x.csv").exists()

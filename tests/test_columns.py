@@ -24,7 +24,8 @@ from jaxmarket.study import plan, run as runner
 from jaxmarket.cases import locate
 from jaxmarket.charges import grid_outcome, load_grid_case
 from jaxmarket.cli import app
-from jaxmarket.study.config import label_units, load_study
+from jaxmarket.study.config import load_study
+from jaxmarket.study.keys import label_units
 from jaxmarket.generator import generate
 from jaxmarket.markets import columns as schema
 from jaxmarket.renewables import RenewableParams
@@ -78,6 +79,9 @@ def outputs(tmp_path_factory) -> dict[str, Output]:
     community = generate(0, indices, 4)
     pool = solve(community, CEDMean(max_iter=20), "plain")
     made["pool rows"] = _output(pool.rows, "pool")
+    local = solve(community, ConsensusADMM(stopping="per_agent", max_iter=20), "plain")
+    made["local stopping rows"] = Output(pa.table(dict(local.rows)), ("p2p", "stopping"),
+                                         rows={k: np.asarray(v) for k, v in local.rows.items()})
     params = ReserveStudyParams("rel_1", 0.95, RenewableParams(uncertain_fraction=0.25))
     run = reserve.run(community, params, 0, indices, ConsensusADMM(max_iter=20), "plain")
     made["reserve rows"] = _output(reserve.tabulate(community, params, run).rows, "reserve")
@@ -98,8 +102,8 @@ def outputs(tmp_path_factory) -> dict[str, Output]:
     return made
 
 
-OUTPUTS = ("sweep rows", "sweep trace", "pool rows", "reserve rows", "solve row", "trades",
-           "grid columns")
+OUTPUTS = ("sweep rows", "sweep trace", "pool rows", "local stopping rows", "reserve rows",
+           "solve row", "trades", "grid columns")
 
 
 def _labels(output: Output) -> dict[str, tuple[str, str]]:

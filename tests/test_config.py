@@ -4,10 +4,10 @@ from pathlib import Path
 
 import pytest
 
-from jaxmarket.config import load_study, parse_override, resolve, solver_options
+from jaxmarket.algorithms.admm import ConsensusADMM
 from jaxmarket.errors import InputError
 from jaxmarket.generator import GeneratorParams
-from jaxmarket.solve import SolverOptions
+from jaxmarket.study.config import load_study, parse_override, resolve, solver_options
 
 
 def test_defaults():
@@ -15,7 +15,7 @@ def test_defaults():
     assert (study.name, study.seed, study.out, study.chunk_size) == ("study", 0, Path("outputs/study"), 256)
     assert (study.dtype, study.cases_per_cell, study.swept) == ("float64", 100, ())
     (cell,) = study.cells
-    assert cell.solver == SolverOptions() and cell.generator == GeneratorParams()
+    assert cell.algorithm == ConsensusADMM() and cell.generator == GeneratorParams()
     assert (cell.n_agents, cell.layout, cell.sparsity) == (25, "full", 0.0)
 
 
@@ -25,7 +25,7 @@ def test_cells_are_a_product_in_schema_order():
            "community": {"producer_b": [[10, 20], [20, 30]]}}
     study = resolve(raw, "study")
     assert study.swept == ("community.producer_b", "graph.sparsity", "solver.rho")
-    points = [(c.generator.producer_b, c.sparsity, c.solver.rho) for c in study.cells]
+    points = [(c.generator.producer_b, c.sparsity, c.algorithm.rho) for c in study.cells]
     assert points[:4] == [((10.0, 20.0), 0.0, 1.0), ((10.0, 20.0), 0.0, 2.0),
                           ((10.0, 20.0), 0.5, 1.0), ((10.0, 20.0), 0.5, 2.0)]
     assert len(points) == 12 and points[-1] == ((20.0, 30.0), 0.25, 2.0)
@@ -61,7 +61,7 @@ def test_a_single_range_is_not_a_sweep():
     ({"graph": {"layout": "ring"}}, 'graph.layout: expected one of "full", "bipartite", "centralized", "community", got "ring"'),
     ({"solver": {"eps_dual": 0}}, "solver.eps_dual: must be > 0, got 0.0"),
     ({"solver": {"algorithm": "simplex"}}, 'solver.algorithm: expected one of "admm"'),
-    ({"solver": {"max_iter": float("nan")}}, "solver.max_iter: expected a positive integer, got NaN"),
+    ({"solver": {"max_iter": float("nan")}}, "solver.max_iter: expected an integer in (0, 1073741824), got NaN"),
     ({"solver": {"check_every": 3, "trace_every": [9, 10]}},
      "solver.trace_every: must be a multiple of solver.check_every (3), got 10"),
 ])
@@ -76,7 +76,7 @@ def test_overrides():
     assert parse_override("graph.layout=bipartite") == ("graph.layout", "bipartite")
     assert parse_override("run.name = a=b") == ("run.name", "a=b")
     study = resolve({"solver": {"rho": 2.0}}, "study", [parse_override("solver.rho=[0.5, 1]")])
-    assert [c.solver.rho for c in study.cells] == [0.5, 1.0]
+    assert [c.algorithm.rho for c in study.cells] == [0.5, 1.0]
     with pytest.raises(InputError, match='^--set: expected section.key=value, got "rho=1"$'):
         parse_override("rho=1")
     with pytest.raises(InputError, match='^solver.rho: expected a positive number, got "x"$'):
@@ -96,13 +96,13 @@ def test_config_hash():
 
 def test_residual_balancing_is_an_admm_option():
     study = resolve({"solver": {"rho_balance": 3, "rho_balance_every": 5}}, "study")
-    solver = study.cells[0].solver
+    solver = study.cells[0].algorithm
     assert (solver.rho_balance, solver.rho_balance_factor, solver.rho_balance_every) == (3.0, 2.0, 5)
     assert "rho_balance" not in resolve({}, "study").config["solver"]
     with pytest.raises(InputError, match="^solver.rho_balance: must be 0 .fixed rho. or a ratio"):
         resolve({"solver": {"rho_balance": 0.5}}, "study")
     with pytest.raises(InputError, match="^solver.rho_balance: residual balancing is an option "
-                                         "of the P2P ADMM"):
+                                         "of the P2P consensus ADMM family"):
         resolve({"solver": {"algorithm": "rci", "rho_balance": 3}}, "study")
     with pytest.raises(InputError, match="^solver.rho_balance_factor: must be > 1"):
         resolve({"solver": {"rho_balance_factor": 1}}, "study")
@@ -110,7 +110,7 @@ def test_residual_balancing_is_an_admm_option():
 
 def test_solver_options():
     options = solver_options({"rho": 2, "eps_primal": 1e-3, "eps_dual": 1e-3})
-    assert options == SolverOptions(rho=2.0, eps_primal=1e-3, eps_dual=1e-3)
+    assert options == ConsensusADMM(rho=2.0, eps_primal=1e-3, eps_dual=1e-3)
     with pytest.raises(InputError, match="^solver.max_iter: must be > 0, got 0$"):
         solver_options({"max_iter": 0})
 
@@ -131,8 +131,8 @@ def test_load_study(tmp_path):
 def test_rci_sequences_are_pairs_and_lists_of_pairs_sweep():
     study = resolve({"solver": {"algorithm": "rci", "alpha": [[0.01, 0.01], [0.02, 0.0]],
                                 "beta": [0.2, 0.1]}}, default_name="rci")
-    assert [cell.solver.alpha for cell in study.cells] == [(0.01, 0.01), (0.02, 0.0)]
-    assert study.cells[0].solver.beta == (0.2, 0.1)
+    assert [cell.algorithm.alpha for cell in study.cells] == [(0.01, 0.01), (0.02, 0.0)]
+    assert study.cells[0].algorithm.beta == (0.2, 0.1)
     assert study.cells[1].labels()["alpha_c"] == 0.02
     with pytest.raises(InputError, match=r"^solver\.eta\[1\]: must be >= 0"):
         resolve({"solver": {"eta": [0.005, -1.0]}}, default_name="rci")

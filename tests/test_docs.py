@@ -12,7 +12,7 @@ def test_study_file_reference_is_current():
 
 
 def test_every_solver_key_has_a_unit_and_a_description():
-    from jaxmarket.study.config import SCHEMA
+    from jaxmarket.study.keys import SCHEMA
 
     for section, keys in SCHEMA.items():
         for key, entry in keys.items():

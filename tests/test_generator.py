@@ -14,8 +14,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from jaxmarket.errors import InputError
-from jaxmarket.generator import (GeneratorParams, cap_shares, delete_edges, generate,
-                                 seller_side)
+from jaxmarket.agents import cap_shares, seller_side
+from jaxmarket.generator import GeneratorParams, generate
+from jaxmarket.layouts import delete_edges
 
 jitted_cap_shares = jax.jit(cap_shares)  # one compilation for all examples
 
@@ -85,6 +86,53 @@ def test_restricting_charges_changes_only_charges():
     kept = between["charge"] != 0
     assert kept.any() and (between["charge"][kept] == plain["charge"][kept]).all()
     assert (plain["charge"][~kept & plain["edges"]] != 0).any()
+
+
+def test_uniform_charges_change_only_charges():
+    # Same agents and graph; every trade pays u/2 per side, the seller side +u/2 (SPEC 1).
+    uniform = GeneratorParams(prosumer_fraction=0.25, dirichlet_alpha=0.7, charge="uniform",
+                              charge_per_trade=3.0)
+    plain = as_numpy(generate(8, CASES, N, RICH, "full", 0.2))
+    flat = as_numpy(generate(8, CASES, N, uniform, "full", 0.2))
+    for field, values in plain.items():
+        if field != "charge":
+            assert np.array_equal(values, flat[field]), field
+    edges = flat["edges"]
+    assert (np.abs(flat["charge"][edges]) == 1.5).all() and (flat["charge"][~edges] == 0).all()
+    assert (np.sign(flat["charge"]) == np.sign(plain["charge"])).all()
+
+
+def test_uniform_charges_on_the_community_layout_are_paid_in_the_trade_direction():
+    # Managers' trades are oriented (module doc): gamma_nm p_nm >= 0 on every trade box.
+    params = GeneratorParams(charge="uniform", charge_per_trade=2.0)
+    c = as_numpy(generate(4, CASES, N, params, "community", 0.0))
+    edges = c["edges"]
+    assert (np.abs(c["charge"][edges]) == 1.0).all() and (c["charge"][~edges] == 0).all()
+    assert (c["charge"] * c["trade_min"] >= 0).all() and (c["charge"] * c["trade_max"] >= 0).all()
+
+
+# Digests of communities drawn before the uniform family existed (x86-64 CPU, float64):
+# adding a charge family must leave every distance-charge community bit for bit as it was.
+DISTANCE_DIGESTS = {
+    (("layout", "full"), ("sparsity", 0.3)): "91799e969a3f7249",
+    (("layout", "community"), ("n_communities", 2)): "67b8eb5381079830",
+    (("layout", "full"), ("charges_between_communities_only", True)): "7c99ed044ee21936",
+    (("layout", "centralized"),): "cefcf723e3d2b824",
+}
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="digests taken on the CPU backend")
+@pytest.mark.parametrize("settings", DISTANCE_DIGESTS, ids=lambda s: "-".join(str(v) for _, v in s))
+def test_distance_charges_are_bit_identical_to_before_the_uniform_family(settings):
+    import hashlib
+
+    jax.config.update("jax_enable_x64", True)  # the digests are of float64 draws
+    community = generate(3, [0, 5, 17], 7, GeneratorParams(charge_per_distance=1.5,
+                                                           prosumer_fraction=0.2), **dict(settings))
+    digest = hashlib.sha256()
+    for value in community:
+        digest.update(np.ascontiguousarray(np.asarray(value)).tobytes())
+    assert digest.hexdigest()[:16] == DISTANCE_DIGESTS[settings]
 
 
 def test_cases_and_seeds_differ():
@@ -165,7 +213,10 @@ def check_charges_and_trades(c, role, params):
     # Seller side, computed independently: (role, b, index) compared as tuples.
     seller = np.array([[[(r[i], b[i], i) < (r[j], b[j], j) for j in range(n)] for i in range(n)]
                        for r, b in zip(role, c["b"])])
-    expected = np.where(seller, 1.0, -1.0) * params.charge_per_distance * distance / 2
+    if params.charge == "uniform":  # the same fee on every trade, whatever the distance
+        expected = np.where(seller, 1.0, -1.0) * params.charge_per_trade / 2
+    else:
+        expected = np.where(seller, 1.0, -1.0) * params.charge_per_distance * distance / 2
     np.testing.assert_allclose(charge, np.where(edges, expected, 0.0), rtol=1e-12, atol=0)
     assert (charge == -np.swapaxes(charge, -1, -2)).all()
     lo = np.where(role == 0, 0.0, c["p_min"])[..., :, None]
@@ -205,6 +256,8 @@ params_strategy = st.builds(
     prosumer_fraction=st.floats(0, 1 / 3),
     # Not subnormal: XLA flushes those to zero.
     charge_per_distance=st.one_of(st.just(0.0), st.floats(1e-6, 20)),
+    charge=st.sampled_from(["distance", "uniform"]),
+    charge_per_trade=st.one_of(st.just(0.0), st.floats(1e-6, 20)),
 )
 
 
@@ -307,6 +360,7 @@ def test_seller_side_follows_role_then_b_then_index():
     ("prosumer_b", "cheap"), ("marginal_spread", (0.0, 10.0)), ("marginal_spread", (50.0, 20.0)),
     ("prosumer_fraction", 0.5), ("prosumer_fraction", -0.1),
     ("charge_per_distance", -1.0), ("charge_per_distance", math.inf), ("max_share", True),
+    ("charge_per_trade", -1.0), ("charge_per_trade", math.nan), ("charge", "flat"),
 ])
 def test_bad_params_name_the_field(field, value):
     params = GeneratorParams(**{field: value})

@@ -18,22 +18,24 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from oracle import TIGHT, clarabel_p2p
-from jaxmarket.config import resolve
+from jaxmarket import markets
+from jaxmarket.algorithms.admm import ConsensusADMM
 from jaxmarket.community import concatenate, intermediaries, make_community
 from jaxmarket.errors import InputError
-from jaxmarket.generator import GeneratorParams, generate, n_slots
+from jaxmarket.generator import GeneratorParams, generate
+from jaxmarket.layouts import n_slots
 from jaxmarket.metrics import market_metrics, n_components, unsupplied_consumers
 from jaxmarket.pool import pool_dispatch
 from jaxmarket.report import write_report
 from jaxmarket.report.layouts import table as layouts_table
 from jaxmarket.report.sparsity import tradeoff
-from jaxmarket.solve import SolverOptions, solve_batch
+from jaxmarket.study.config import resolve
 from test_sweep import run_study, tiny_study
 
 N, K = 9, 3
 CASES = range(6)
 LAYOUTS = ("full", "bipartite", "centralized", "community")
-TIGHT_ADMM = SolverOptions(eps_primal=1e-7, eps_dual=1e-7, max_iter=50_000)
+TIGHT_ADMM = ConsensusADMM(eps_primal=1e-7, eps_dual=1e-7, max_iter=50_000)
 
 
 def layouts(seed, params, between_only=False, n_communities=K):
@@ -56,13 +58,13 @@ def membership(community, case):
 @pytest.fixture(scope="module")
 def free_market():
     community = layouts(11, GeneratorParams())
-    return community, solve_batch(community, TIGHT_ADMM)
+    return community, markets.solve(community, TIGHT_ADMM)
 
 
 @pytest.fixture(scope="module")
 def charged_market():
     community = layouts(12, GeneratorParams(charge_per_distance=2.0), between_only=True)
-    return community, solve_batch(community, TIGHT_ADMM)
+    return community, markets.solve(community, TIGHT_ADMM)
 
 
 # --- the graphs ----------------------------------------------------------------------------

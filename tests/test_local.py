@@ -8,7 +8,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import jaxmarket  # noqa: F401  (enables float64)
 from jaxmarket.local import solve_agents
 
 M_MAX = 12

@@ -7,11 +7,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cases import random_batch, random_case
-from jaxmarket import admm, neighbours
+from jaxmarket import neighbours
+from jaxmarket.algorithms.admm import ADMMParams, ConsensusADMM
+from jaxmarket.algorithms.rci import RCI
 from jaxmarket.community import concatenate
 from jaxmarket.driver import DriverOptions, iterate
-from jaxmarket.solve import (NEIGHBOUR_LIST_AGENTS, NEIGHBOUR_LIST_SHARE, SolverOptions,
-                             neighbour_widths, run_market)
+from jaxmarket.markets import p2p
+from jaxmarket.markets.lanes import NEIGHBOUR_LIST_AGENTS, NEIGHBOUR_LIST_SHARE, neighbour_widths
 
 
 @settings(max_examples=40, deadline=None)
@@ -44,11 +46,11 @@ def test_admm_on_neighbour_lists_matches_the_dense_kernel():
     and balanced rho, on mixed sizes, sparsity, charges and prosumers (some cases stop at
     max_iter)."""
     batch = random_batch(3, 12, sizes=(3, 30))
-    params = admm.ADMMParams(*(jnp.full(batch.n_cases, v) for v in (1.0, 1e-6, 1e-6)))
+    params = ADMMParams(*(jnp.full(batch.n_cases, v) for v in (1.0, 1e-6, 1e-6)))
     options = DriverOptions(3000, 1, 10)
     width = int(neighbours.degrees(batch).max()) + 3
     lists = neighbours.neighbour_lists(batch, width)
-    for algorithm in (admm.ALGORITHM, admm.make(admm.RhoBalancing())):
+    for algorithm in (ConsensusADMM().static(), ConsensusADMM(rho_balance=3.0).static()):
         dense = iterate(algorithm, batch, params, options)
         sparse = iterate(algorithm, lists, params, options)
         np.testing.assert_array_equal(np.asarray(sparse.iterations), np.asarray(dense.iterations))
@@ -65,22 +67,22 @@ def test_admm_on_neighbour_lists_matches_the_dense_kernel():
 def test_each_case_gets_its_own_layout_and_the_same_row_in_any_batch():
     """The runner splits a batch by layout; a case's result is the same, bit for bit, in
     another batch with other cases, in another order (8 cases or more: fewer lanes change
-    the last bits, ``solve.driver_options``)."""
+    the last bits, ``lanes.driver_options``)."""
     rng = np.random.default_rng(7)
     n = NEIGHBOUR_LIST_AGENTS
     cases = [random_case(rng, n, sparsity=s, charges=True) for s in [0.0, 0.8, 0.9] * 4]
-    options = SolverOptions(max_iter=2000, rho_balance=3.0)
+    options = ConsensusADMM(max_iter=2000, rho_balance=3.0)
     batch = concatenate(cases)
     widths = neighbour_widths(batch, options)
     assert len(set(widths)) >= 3 and 0 in widths
     assert all(w <= NEIGHBOUR_LIST_SHARE * n for w in widths)
     others = [random_case(rng, n, sparsity=0.9, charges=True) for _ in range(4)]
-    first = run_market(batch, options)
-    second = run_market(concatenate(others + cases[::-1]), options)
+    first = p2p.run(batch, options)
+    second = p2p.run(concatenate(others + cases[::-1]), options)
     for field in ("trades", "prices"):
         np.testing.assert_array_equal(np.asarray(getattr(second.state, field))[:3:-1],
                                       np.asarray(getattr(first.state, field)))
     np.testing.assert_array_equal(np.asarray(second.iterations)[:3:-1], np.asarray(first.iterations))
-    assert not neighbour_widths(batch, options._replace(algorithm="rci")).any()
+    assert not neighbour_widths(batch, RCI(max_iter=2000)).any()
     smaller = concatenate([random_case(rng, n - 1, sparsity=0.9) for _ in range(2)])
     assert not neighbour_widths(smaller, options).any()  # dense below NEIGHBOUR_LIST_AGENTS

@@ -17,14 +17,15 @@ from typer.testing import CliRunner
 
 from conftest import DATA
 from oracle import clarabel_p2p
+from jaxmarket import markets
+from jaxmarket.algorithms.admm import ConsensusADMM
 from jaxmarket.case import parse_case, perturbed_costs
 from jaxmarket.charges import POLICIES, apply_policy, grid_outcome, load_grid_case
 from jaxmarket.cli import app
-from jaxmarket.config import load_study
 from jaxmarket.network import (load_network, make_ybus, power_transfer_distance, thevenin_paths,
                                thevenin_weights, zones_crossed)
 from jaxmarket.report.network import threshold
-from jaxmarket.solve import SolverOptions, solve_batch
+from jaxmarket.study.config import load_study
 
 NEW_ENGLAND = DATA / "new_england.json"
 
@@ -229,8 +230,8 @@ def charged_markets(new_england_grid):
     community = apply_policy(batch, grid, "unique", jnp.array([10.0, 0.0, 0.0]))
     zonal = apply_policy(batch, grid, "zonal", jnp.array([0.0, 10.0, 0.0]))
     community = community._replace(charge=community.charge + zonal.charge)
-    options = SolverOptions(eps_primal=1e-4, eps_dual=1e-4, max_iter=20_000)
-    return community, solve_batch(community, options)
+    options = ConsensusADMM(eps_primal=1e-4, eps_dual=1e-4, max_iter=20_000)
+    return community, markets.solve(community, options)
 
 
 def test_unique_and_zonal_fees_clear_and_match_clarabel(charged_markets, new_england_grid):
@@ -370,7 +371,7 @@ def test_threshold_is_where_the_condition_holds_from_on():
     (STUDY + "[graph]\nsparsity = 0.5\n", "graph: a study over network.case"),
     (STUDY.replace('"zonal"]', '"zonl"]'), 'network.policy[1]: expected one of "none"'),
     (STUDY.replace("fee = 10.0", "fee = -1.0"), "network.fee: must be >= 0"),
-    (STUDY.replace("new_england_31", "nowhere"), "no such file"),
+    (STUDY.replace("new_england.json", "nowhere.json"), "no such file"),
 ])
 def test_bad_network_studies(tmp_path, text, message):
     path = tmp_path / "fees.toml"

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from cases import random_case
-from jaxmarket import admm
+from jaxmarket.algorithms.admm import ADMMParams, ConsensusADMM
 from jaxmarket.community import concatenate
 from jaxmarket.driver import DriverOptions, iterate
 
@@ -30,8 +30,8 @@ def cases():
     community = concatenate([
         random_case(rng, n, sparsity=s, charges=c, prosumers=p) for n, s, c, p in options])
     n = community.n_cases
-    params = admm.ADMMParams(jnp.ones(n), jnp.full(n, EPS), jnp.full(n, EPS))
-    return community, iterate(admm.ALGORITHM, community, params, DriverOptions(MAX_ITER))
+    params = ADMMParams(jnp.ones(n), jnp.full(n, EPS), jnp.full(n, EPS))
+    return community, iterate(ConsensusADMM().static(), community, params, DriverOptions(MAX_ITER))
 
 
 @pytest.mark.parametrize("i", range(6))

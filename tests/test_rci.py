@@ -13,18 +13,19 @@ from hypothesis import strategies as st
 
 from cases import assert_padded_case_unchanged, random_batch, random_case
 from oracle import clarabel_p2p
-from jaxmarket import rci
+from jaxmarket.algorithms.rci import PCMBED, RCI, RCIParams
 from jaxmarket.community import bipartite_graph, concatenate, make_community
 from jaxmarket.driver import DriverOptions, iterate
-from jaxmarket.schedules import THESIS, Sequences, inverse_power, power_laws
+from jaxmarket.schedules import THESIS, TUNINGS, Sequences, inverse_power, power_laws
 
 EPS = 1e-6
 OPTIONS = DriverOptions(max_iter=200_000, check_every=100)
-ALGORITHMS = {"rci": rci.ALGORITHM, "pcmbed": rci.PCMBED}
+ALGORITHMS = {"rci": RCI().static(), "pcmbed": PCMBED().static()}
 
 
 def run(algorithm, community, eps=EPS, eps_admm=EPS, options=OPTIONS):
-    params = rci.params(community.n_cases, eps, eps, eps_admm, eps_admm)
+    n = community.n_cases
+    params = RCIParams(*(jnp.full(n, v, jnp.float64) for v in (eps, eps, eps_admm, eps_admm)))
     return iterate(algorithm, community, params, options)
 
 
@@ -89,9 +90,9 @@ def test_new_england_rci_reaches_the_published_price_or_says_it_did_not(new_engl
     """Per-case tolerances in one batch: the thesis rule alone at 1e-2 (sums over the 420
     directed trades; measured 456 300 iterations), and at 1e-9, out of reach."""
     community = concatenate([new_england, new_england])
-    params = rci.RCIParams(jnp.array([1e-2, 1e-9]), jnp.array([1e-2, 1e-9]),
-                           jnp.full(2, jnp.inf), jnp.full(2, jnp.inf))
-    result = iterate(rci.ALGORITHM, community, params, DriverOptions(600_000, 100))
+    params = RCIParams(jnp.array([1e-2, 1e-9]), jnp.array([1e-2, 1e-9]),
+                       jnp.full(2, jnp.inf), jnp.full(2, jnp.inf))
+    result = iterate(RCI().static(), community, params, DriverOptions(600_000, 100))
     assert np.asarray(result.converged).tolist() == [True, False]
     assert not np.asarray(result.diverged).any()
     assert int(result.iterations[1]) == 600_000
@@ -102,7 +103,7 @@ def test_new_england_rci_reaches_the_published_price_or_says_it_did_not(new_engl
 
 
 def test_new_england_pcmbed_converges_on_the_admm_measure(new_england):
-    result = run(rci.PCMBED, new_england, eps=1e-4, eps_admm=1e-4)
+    result = run(PCMBED().static(), new_england, eps=1e-4, eps_admm=1e-4)
     assert bool(result.converged[0])  # measured: 25 500 iterations
     assert np.all(np.abs(traded_prices(result, 0) - 57.23) <= 0.01)
     assert float(result.residuals.objective[0]) == pytest.approx(-92547.9, abs=1.0)
@@ -129,17 +130,22 @@ def test_thesis_sequences():
     np.testing.assert_allclose(THESIS.eta(k - 1), 0.005)
     np.testing.assert_allclose(THESIS.delta(k - 1), 1.0)
     # Equal settings give the same functions, hence the same compiled algorithm.
-    assert power_laws() == THESIS and inverse_power(0.01, 0.01) is THESIS.alpha
-    assert rci.make(power_laws()) is rci.ALGORITHM
-    assert rci.make(central_node=True) is rci.PCMBED
+    assert power_laws(**TUNINGS["thesis"]) == THESIS and inverse_power(0.01, 0.01) is THESIS.alpha
+    assert RCI(schedules=power_laws(**TUNINGS["thesis"])).sequences == RCI().sequences == THESIS
+    assert RCI(schedules=power_laws(**TUNINGS["thesis"])).static() == RCI(schedules=THESIS).static()
+    assert hash(RCI(schedules=power_laws(**TUNINGS["thesis"])).static()) == hash(RCI(schedules=THESIS).static())
+    for cls in (RCI, PCMBED):
+        same = cls(alpha=(0.01, 0.01), eps_price=1e-3, eps_dual=1.0).static()
+        assert same == cls().static() and hash(same) == hash(cls().static())
+    assert PCMBED().static() != RCI().static()
 
 
 def test_optax_schedules_plug_in():
     community = random_batch(5, 4, sizes=(4, 10))
     options = DriverOptions(500, 500)
-    ours = power_laws(alpha=(0.02, 0.0), beta=(0.1, 0.0))
+    ours = power_laws(**{**TUNINGS["thesis"], "alpha": (0.02, 0.0), "beta": (0.1, 0.0)})
     theirs = Sequences(optax.constant_schedule(0.02), optax.constant_schedule(0.1), *THESIS[2:])
-    a = run(rci.make(ours), community, options=options)
-    b = run(rci.make(theirs), community, options=options)
+    a = run(RCI(schedules=ours).static(), community, options=options)
+    b = run(RCI(schedules=theirs).static(), community, options=options)
     np.testing.assert_allclose(np.asarray(a.state.trades), np.asarray(b.state.trades), rtol=0,
                                atol=1e-12)

@@ -1,16 +1,21 @@
 """The energy + reserve market: its local QP and its ADMM against Clarabel."""
 
+import dataclasses
+
 import jax.numpy as jnp
 import numpy as np
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-import jaxmarket  # noqa: F401  (enables float64)
 from jaxmarket import reserve
+from jaxmarket.algorithms.admm import ADMMParams, ConsensusADMM
 from jaxmarket.community import concatenate
 from jaxmarket.driver import DriverOptions, iterate
 from jaxmarket.smallqp import solve_qp
 from tests.reserve_cases import clarabel_local, feasible_market, random_market
+
+# Consensus ADMM with the energy + reserve market's local update.
+RESERVE_ADMM = dataclasses.replace(ConsensusADMM(), local=reserve.ReserveUpdate()).static()
 
 
 def _concat_markets(markets):
@@ -66,8 +71,8 @@ def test_local_solve_matches_clarabel(seed, n, sparsity, rho):
 
 
 def _solve(market, eps=1e-6, rho=1.0):
-    params = reserve.ReserveParams(*(jnp.full(market.n_cases, v) for v in (rho, eps, eps)))
-    return iterate(reserve.ALGORITHM, market, params, DriverOptions(max_iter=20_000))
+    params = ADMMParams(*(jnp.full(market.n_cases, v) for v in (rho, eps, eps)))
+    return iterate(RESERVE_ADMM, market, params, DriverOptions(max_iter=20_000))
 
 
 def test_admm_matches_centralized_market():
@@ -79,14 +84,14 @@ def test_admm_matches_centralized_market():
     batch = _concat_markets(markets)
     result = _solve(batch)
     assert bool(result.converged.all())
-    assert int(result.state.local_failures.sum()) == 0
-    objective = np.asarray(reserve.objective(batch, result.state))
+    assert int(result.state.local.local_failures.sum()) == 0
+    objective = np.asarray(reserve.objective(batch, result.state.trades, result.state.local))
     for k, (market, expected) in enumerate(drawn):
         assert abs(objective[k] - expected["objective"]) <= 1e-5 * abs(expected["objective"])
         # p_n is unique where c_n is strictly convex (renewables at zero cost may swap).
         n = market.community.n_max
         strict = np.asarray(market.community.a[0]) > 0
-        np.testing.assert_allclose(np.asarray(result.state.power[k, :n])[strict],
+        np.testing.assert_allclose(np.asarray(result.state.local.power[k, :n])[strict],
                                    expected["p"][strict], atol=1e-3 * np.abs(expected["p"]).max())
 
 
@@ -100,16 +105,16 @@ def test_admm_solution_is_feasible_and_padding_is_inert():
     assert int(together.iterations[0]) == int(alone.iterations[0])
     assert np.all(np.asarray(together.state.trades[0, :, 4:]) == 0)
     state = alone.state
-    up_total, down_total = (np.asarray(v[0]) for v in reserve.reserve_totals(state))
-    p = np.asarray(state.power[0])
+    up_total, down_total = (np.asarray(v[0]) for v in reserve.reserve_totals(state.trades, state.local))
+    p = np.asarray(state.local.power[0])
     uncertain = np.asarray(small.uncertain[0])
     tol = 1e-4
     assert np.all(up_total >= -tol) and np.all(down_total >= -tol)
     assert np.all(up_total[uncertain] >= p[uncertain] - np.asarray(small.q_low[0])[uncertain] - tol)
     assert np.all(down_total[uncertain] >= np.asarray(small.q_high[0])[uncertain] - p[uncertain] - tol)
     c = small.community
-    assert np.all(p + np.asarray(state.up[0]) <= np.asarray(c.p_max[0]) + tol)
-    assert np.all(p - np.asarray(state.down[0]) >= np.asarray(c.p_min[0]) - tol)
+    assert np.all(p + np.asarray(state.local.up[0]) <= np.asarray(c.p_max[0]) + tol)
+    assert np.all(p - np.asarray(state.local.down[0]) >= np.asarray(c.p_min[0]) - tol)
 
 
 def test_small_qp_matches_clarabel():

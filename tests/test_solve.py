@@ -4,7 +4,9 @@ import numpy as np
 import pytest
 
 from cases import random_batch
-from jaxmarket.solve import ALGORITHMS, GAP_THRESHOLDS, SolverOptions, iterations_to_gap, solve_batch
+from jaxmarket import algorithms, markets
+from jaxmarket.algorithms.admm import ConsensusADMM
+from jaxmarket.markets.rows import GAP_THRESHOLDS, iterations_to_gap
 
 NAN = np.nan
 
@@ -41,15 +43,15 @@ def community():
     return random_batch(3, 6, sizes=(4, 10), charges=False)
 
 
-@pytest.mark.parametrize("algorithm", sorted(ALGORITHMS))
+@pytest.mark.parametrize("algorithm", sorted(algorithms.names()))
 def test_columns_follow_the_gap_trace(community, algorithm):
     """The long trace's gap is |objective - reference| / max(1, |reference|) of the row's
     reference, and each column is the first traced iteration of the final run of gaps
     below its threshold (recomputed here case by case from the long trace)."""
-    options = SolverOptions(algorithm=algorithm, rho=1e-3 if algorithm == "ced" else 1.0,
-                            max_iter=3000, trace_every=20, check_every=20 if "rci" in algorithm
-                            or algorithm == "pcmbed" else 1)
-    result = solve_batch(community, options)
+    options = algorithms.build(dict(algorithm=algorithm, rho=1e-3 if algorithm == "ced" else 1.0,
+                                    max_iter=3000, trace_every=20, check_every=20 if "rci" in algorithm
+                                    or algorithm == "pcmbed" else 1))
+    result = markets.solve(community, options)
     rows, trace = result.rows, result.trace
     for case in range(community.n_cases):
         mine = trace["case"] == case
@@ -76,7 +78,7 @@ def test_columns_follow_the_gap_trace(community, algorithm):
 
 
 def test_no_trace_no_measure(community):
-    rows = solve_batch(community, SolverOptions(max_iter=2000)).rows
+    rows = markets.solve(community, ConsensusADMM(max_iter=2000)).rows
     assert rows["converged"].all()
     for suffix in GAP_THRESHOLDS:
         assert np.isnan(rows[f"iterations_to_gap_{suffix}"]).all()

@@ -6,6 +6,7 @@ are shared across tests (batch sizes 3, 7 and 16 only)."""
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -16,9 +17,10 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from jaxmarket import sweep
-from jaxmarket.config import load_study
 from jaxmarket.errors import InputError
+from jaxmarket.markets import p2p
+from jaxmarket.study import plan as planner, run as runner, store
+from jaxmarket.study.config import load_study
 
 TINY = """
 [run]
@@ -44,12 +46,12 @@ def tiny_study(folder, *overrides, text=TINY):
 
 
 def run_study(study, **flags):
-    return list(sweep.run(sweep.prepare(study, **flags)))
+    return list(runner.run(planner.prepare(study, **flags)))
 
 
 def read_rows(out, folder="cases"):
     """Every part of the dataset, timing columns dropped, in a canonical order."""
-    frame = pd.read_parquet(out / folder).drop(columns=list(sweep.TIMING_COLUMNS), errors="ignore")
+    frame = pd.read_parquet(out / folder).drop(columns=list(store.TIMING_COLUMNS), errors="ignore")
     keys = ["cell", "case_index"] + (["iteration"] if folder == "traces" else [])
     return frame.sort_values(keys).reset_index(drop=True)
 
@@ -58,7 +60,7 @@ def assert_same_dataset(out, expected_out):
     for folder in ("cases", "traces"):
         pd.testing.assert_frame_equal(read_rows(out, folder), read_rows(expected_out, folder),
                                       check_exact=True)
-    manifest = sweep.read_manifest(out)  # every process's manifest, merged
+    manifest = store.read_manifest(out)  # every process's manifest, merged
     assert manifest["complete"]
     on_disk = {f"{p.parent.name}/{p.name}" for p in out.glob("*/*.parquet")}
     listed = {entry[key] for entry in manifest["chunks"].values() for key in ("cases", "traces")}
@@ -88,7 +90,7 @@ def test_dataset(baseline):
     assert {"study", "cell", "case_index", "iteration", "primal_residual",
             "dual_residual"} <= set(trace.columns)
     assert (trace.iteration % 10 == 0).all()
-    manifest = json.loads((baseline / sweep.MANIFEST).read_text())
+    manifest = json.loads((baseline / store.MANIFEST).read_text())
     assert len(manifest["chunks"]) == manifest["n_chunks"] == 6  # 2 cells x (7 + 7 + 2)
     meta = json.loads(pq.read_schema(baseline / "cases" / "part-c0001-k00014.parquet").metadata[b"jaxmarket"])
     assert meta["config_hash"] == manifest["config_hash"] and meta["cases"] == [14, 16]
@@ -102,13 +104,13 @@ def test_rows_do_not_depend_on_the_chunk_size(tmp_path, baseline, chunk_size):
 
 
 def test_padding():
-    chunk = sweep.Chunk(cell=None, start=14, stop=16)
-    assert list(sweep.case_indices(chunk, 7)) == [14, 15, 15, 15, 15, 15, 15]
+    chunk = planner.Chunk(cell=None, start=14, stop=16)
+    assert list(planner.case_indices(chunk, 7)) == [14, 15, 15, 15, 15, 15, 15]
 
 
 def _fail_on_call(monkeypatch, name, call):
-    """Make ``sweep.<name>`` raise on its ``call``-th call, like a kill at that point."""
-    real, calls = getattr(sweep, name), []
+    """Make ``store.<name>`` raise on its ``call``-th call, like a kill at that point."""
+    real, calls = getattr(store, name), []
 
     def fake(*args):
         calls.append(1)
@@ -116,7 +118,7 @@ def _fail_on_call(monkeypatch, name, call):
             raise KeyboardInterrupt
         return real(*args)
 
-    monkeypatch.setattr(sweep, name, fake)
+    monkeypatch.setattr(store, name, fake)
 
 
 @pytest.mark.parametrize("name, call", [
@@ -130,11 +132,11 @@ def test_resume_after_a_kill(tmp_path, monkeypatch, baseline, name, call):
         with pytest.raises(KeyboardInterrupt):
             run_study(study)
     (study.out / "cases" / ".part-c0000-k00000.parquet.tmp").write_bytes(b"half a file")
-    manifest = json.loads((study.out / sweep.MANIFEST).read_text())
+    manifest = json.loads((study.out / store.MANIFEST).read_text())
     assert len(manifest["chunks"]) == 2 and not manifest["complete"]
 
     with pytest.raises(InputError, match="unfinished study .* use --resume .* or --overwrite"):
-        sweep.prepare(study)
+        planner.prepare(study)
     assert len(run_study(study, resume=True)) == 4
     assert_same_dataset(study.out, baseline)
 
@@ -142,7 +144,7 @@ def test_resume_after_a_kill(tmp_path, monkeypatch, baseline, name, call):
 def test_finished_study_reruns_nothing_and_overwrite_redoes_it(tmp_path, baseline):
     study = tiny_study(tmp_path)
     run_study(study)
-    assert sweep.prepare(study).pending == () == sweep.prepare(study, resume=True).pending
+    assert planner.prepare(study).pending == () == planner.prepare(study, resume=True).pending
     (study.out / "cases" / "stale.parquet").write_bytes(b"not ours")
     assert len(run_study(study, overwrite=True)) == 6
     assert not (study.out / "cases" / "stale.parquet").exists()
@@ -154,26 +156,29 @@ def test_output_directory_checks(tmp_path):
     study.out.mkdir()
     (study.out / "notes.txt").write_text("mine")
     with pytest.raises(InputError, match="is not empty and holds no manifest.json"):
-        sweep.prepare(study, overwrite=True)
+        planner.prepare(study, overwrite=True)
     (study.out / "notes.txt").unlink()
-    sweep.write_manifest(study.out, {"config_hash": "0123", "chunks": {}})
+    (tmp_path / "other").mkdir()
+    other = tiny_study(tmp_path / "other", "run.seed=7")  # a valid manifest of another study
+    list(runner.run(planner.prepare(other)))
+    shutil.copy(other.out / store.MANIFEST, study.out / store.MANIFEST)
     with pytest.raises(InputError, match="^--resume: .* holds a different study"):
-        sweep.prepare(study, resume=True)
+        planner.prepare(study, resume=True)
     with pytest.raises(InputError, match="^--resume: cannot be combined with --overwrite"):
-        sweep.prepare(study, resume=True, overwrite=True)
-    assert sweep.prepare(study, overwrite=True).overwrite
+        planner.prepare(study, resume=True, overwrite=True)
+    assert planner.prepare(study, overwrite=True).overwrite
 
 
 def test_diverging_cases_stay_rows(tmp_path, monkeypatch):
-    real = sweep.tabulate
+    real = p2p.tabulate
 
-    def diverging(community, options, market):
-        result = real(community, options, market)
+    def diverging(community, algorithm, market):
+        result = real(community, algorithm, market)
         rows = {key: np.array(value) for key, value in result.rows.items()}
         rows["objective"][0], rows["diverged"][0] = np.nan, True
         return result._replace(rows=rows)
 
-    monkeypatch.setattr(sweep, "tabulate", diverging)
+    monkeypatch.setattr(p2p, "tabulate", diverging)
     study = tiny_study(tmp_path)
     run_study(study)
     rows = pd.read_parquet(study.out / "cases")
@@ -188,19 +193,19 @@ def test_rows_do_not_depend_on_the_driver_or_the_queue(tmp_path, monkeypatch, ba
     for driver in ("blocked", "plain"):
         (tmp_path / driver).mkdir()
         study = tiny_study(tmp_path / driver)
-        list(sweep.run(sweep.prepare(study), driver=driver))
+        list(runner.run(planner.prepare(study), driver=driver))
         assert_same_dataset(study.out, baseline)
-        manifest = json.loads((study.out / sweep.MANIFEST).read_text())["execution"]
+        manifest = json.loads((study.out / store.MANIFEST).read_text())["execution"]
         assert manifest["driver"] == driver and 0 < manifest["lane_utilisation"] <= 1
     (tmp_path / "small").mkdir()
 
-    monkeypatch.setattr(sweep, "queue_cases", lambda n_agents: 14)
+    monkeypatch.setattr(planner, "queue_cases", lambda n_agents: 14)
     small = tiny_study(tmp_path / "small")
-    plan = sweep.prepare(small)
-    assert [len(g.chunks) for g in sweep.groups(small, plan.pending)] == [2, 1, 2, 1]
+    plan = planner.prepare(small)
+    assert [len(g.chunks) for g in planner.groups(small, plan.pending)] == [2, 1, 2, 1]
     run_study(small)
     assert_same_dataset(small.out, baseline)
-    execution = json.loads((small.out / sweep.MANIFEST).read_text())["execution"]
+    execution = json.loads((small.out / store.MANIFEST).read_text())["execution"]
     assert [g["queue"] for g in execution["groups"]] == [14] * 4
     assert all(g["trade_layouts"] == {"dense": {"cases": 14, "lanes": 8}} for g in execution["groups"])
     assert execution["case_iterations"] == pd.read_parquet(small.out / "cases").iterations.sum()
@@ -210,7 +215,7 @@ def test_rows_do_not_depend_on_the_driver_or_the_queue(tmp_path, monkeypatch, ba
 def test_unknown_driver_writes_nothing(tmp_path):
     study = tiny_study(tmp_path)
     with pytest.raises(InputError, match="^--driver: unknown driver 'fast'"):
-        list(sweep.run(sweep.prepare(study), driver="fast"))
+        list(runner.run(planner.prepare(study), driver="fast"))
     assert not study.out.exists()
 
 
@@ -235,13 +240,13 @@ def test_processes_of_a_distributed_run_write_one_dataset(tmp_path, baseline):
         assert process.returncode == 0, stderr
         assert f"running 3 of 3 chunks (16 cases) into {tmp_path / 'out'} (process {i} of 2)" in stdout
     out = tmp_path / "out"
-    assert not (out / sweep.MANIFEST).exists()
-    own = [json.loads((out / sweep.manifest_name(i, 2)).read_text()) for i in range(2)]
+    assert not (out / store.MANIFEST).exists()
+    own = [json.loads((out / store.manifest_name(i, 2)).read_text()) for i in range(2)]
     assert [sorted(m["chunks"]) for m in own] == [
         ["part-c0000-k00000", "part-c0000-k00014", "part-c0001-k00007"],
         ["part-c0000-k00007", "part-c0001-k00000", "part-c0001-k00014"]]
     assert_same_dataset(out, baseline)
-    plan = sweep.prepare(tiny_study(tmp_path), resume=True)
+    plan = planner.prepare(tiny_study(tmp_path), resume=True)
     assert not plan.pending and len(plan.done) == 6
     with pytest.raises(InputError, match="--overwrite"):
-        sweep.prepare(tiny_study(tmp_path), overwrite=True, process=0, processes=2)
+        planner.prepare(tiny_study(tmp_path), overwrite=True, process=0, processes=2)

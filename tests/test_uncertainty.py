@@ -9,11 +9,11 @@ import scipy.stats
 from test_cli import invoke
 from test_sweep import read_rows, tiny_study
 
-import jaxmarket  # noqa: F401  (enables float64)
-from jaxmarket import reserve, sweep, uncertainty
+from jaxmarket import reserve, uncertainty
 from jaxmarket.generator import generate
+from jaxmarket.markets.reserve import ReserveStudyParams, build_market
 from jaxmarket.renewables import RenewableParams
-from jaxmarket.reserve_study import ReserveStudyParams, build_market
+from jaxmarket.study import plan as planner, run as runner
 from jaxmarket.uncertainty import Forecast
 
 
@@ -103,12 +103,16 @@ def test_joint_reference_meets_delta_and_rel_1_covers_globally(distribution):
     slack = _monte_carlo_error(delta, n) + _monte_carlo_error(0.025, uncertainty.SUM_SAMPLES)
     assert np.all(np.asarray(cover.global_) >= delta - slack)
 
+    import dataclasses
+
+    from jaxmarket.algorithms.admm import ADMMParams, ConsensusADMM
     from jaxmarket.driver import DriverOptions, iterate
-    solver = reserve.ReserveParams(*(jnp.full(3, v) for v in (1.0, 1e-5, 1e-5)))
-    state = iterate(reserve.ALGORITHM, market, solver, DriverOptions(max_iter=5000)).state
-    up, down = reserve.reserve_totals(state)
+    algorithm = dataclasses.replace(ConsensusADMM(), local=reserve.ReserveUpdate()).static()
+    solver = ADMMParams(*(jnp.full(3, v) for v in (1.0, 1e-5, 1e-5)))
+    state = iterate(algorithm, market, solver, DriverOptions(max_iter=5000)).state
+    up, down = reserve.reserve_totals(state.trades, state.local)
     u = market.uncertain
-    rel_1 = uncertainty.coverage(forecast, u, state.power, up, down,
+    rel_1 = uncertainty.coverage(forecast, u, state.local.power, up, down,
                                  jnp.where(u, up, 0.0).sum(-1), jnp.where(u, down, 0.0).sum(-1), keys)
     assert np.all(np.asarray(rel_1.global_) >= delta - _monte_carlo_error(delta, n))
     local_cov = np.asarray(rel_1.local)[np.asarray(u)]
@@ -141,7 +145,7 @@ TINY_CASE = {
 
 def test_case_file_reserve_market():
     from jaxmarket.case import parse_case
-    from jaxmarket.reserve_study import case_market
+    from jaxmarket.markets.reserve import case_market
 
     market, forecast, local = case_market(parse_case(TINY_CASE, "tiny"))
     z = scipy.stats.norm.ppf(0.975)
@@ -176,7 +180,7 @@ def test_bad_reserve_input_is_one_line_exit_2(tmp_path, change, message):
 
 
 def test_study_rejects_confidence_outside_unit_interval():
-    from jaxmarket.config import resolve
+    from jaxmarket.study.config import resolve
     from jaxmarket.errors import InputError
 
     for bad in (0.0, 1.0, 1.5):
@@ -213,7 +217,7 @@ def test_reserve_study_through_the_sweep_and_the_report(tmp_path):
     for driver in ("continuous", "blocked"):
         (tmp_path / driver).mkdir()
         study = tiny_study(tmp_path / driver, text=RESERVE_STUDY)
-        list(sweep.run(sweep.prepare(study), driver=driver))
+        list(runner.run(planner.prepare(study), driver=driver))
         outs[driver] = study.out
     rows = read_rows(outs["continuous"])
     pd.testing.assert_frame_equal(rows, read_rows(outs["blocked"]), check_exact=True)

@@ -75,11 +75,4 @@ def check_algorithm(value, field):
     return text(value, field, choices=names())
 
 
-def description() -> dict[str, tuple[str, str]]:
-    """Unit and description of every ``[solver]`` key."""
-    return {"algorithm": ("", f"the algorithm ({', '.join(REGISTRY)})"),
-            **{key: (f.metadata["unit"], f.metadata["description"])
-               for key, f in solver_schema().items()}}
-
-
 __all__ = ["Algorithm", "REGISTRY", "build", "get", "names", "solver_schema"]

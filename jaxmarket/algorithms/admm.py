@@ -38,19 +38,23 @@ import jax
 import jax.numpy as jnp
 
 from jaxmarket import neighbours
-from jaxmarket.algorithms.base import Algorithm, hyperparameter, penalty
+from jaxmarket.algorithms import local_stopping
+from jaxmarket.algorithms.base import Algorithm, hyperparameter, penalty, positive
 from jaxmarket.community import Community
 from jaxmarket.errors import InputError
 from jaxmarket.local import solve_agents
 from jaxmarket.metrics import p2p_objective
 from jaxmarket.neighbours import NeighbourLists
-from jaxmarket.schema import integer, number
+from jaxmarket.schema import integer, number, text
 
 
 class ADMMParams(NamedTuple):
     rho: jax.Array  # (B,) penalty (the initial one under residual balancing)
     eps_primal: jax.Array  # (B,) tolerance on sqrt(sum_n r_n)
     eps_dual: jax.Array  # (B,) tolerance on sqrt(sum_n s_n)
+    # Local stopping rules only (None under the global rule: its program is unchanged).
+    eps_local_primal: Any = None  # (B,) per-agent or per-trade tolerance, MW or relative
+    eps_local_dual: Any = None
 
 
 class ADMMState(NamedTuple):
@@ -59,6 +63,7 @@ class ADMMState(NamedTuple):
     local: Any  # what the local update keeps (P2P: power p_n and perceived price mu_n)
     rho: jax.Array  # (B,) penalty of the next iteration
     count: jax.Array  # (B,) iterations done
+    stopping: Any = None  # local stopping rules: local_stopping.LocalStop (None: global)
 
 
 class Residuals(NamedTuple):
@@ -151,22 +156,62 @@ class ConsensusADMM(Algorithm):
     rho_balance_every: int = hyperparameter(
         10, "iterations", "residual balancing: iterations between two changes of rho",
         partial(integer, gt=0), optional=True)
+    stopping: str = hyperparameter(
+        "global", "n/a", "stopping rule: global (T3.12, residual broadcasts), per_agent "
+        "(T3.15) or per_trade (T3.16) (docs/stopping.md)",
+        partial(text, choices=local_stopping.RULES), optional=True)
+    eps_local_primal: float = hyperparameter(
+        1e-4, "MW", "local rules: tolerance on an agent's sqrt(r_n) (per_agent) or on a "
+        "trade's |p_nm + p_mn| (per_trade); a fraction of the agent's size under "
+        "eps_local_scale = relative", positive, traced=True, tolerance=True, optional=True)
+    eps_local_dual: float = hyperparameter(
+        1e-4, "MW", "local rules: tolerance on an agent's sqrt(s_n) (per_agent) or on a "
+        "trade's change |p_nm^k+1 - p_nm^k| (per_trade); a fraction of the agent's size "
+        "under eps_local_scale = relative", positive, traced=True, tolerance=True,
+        optional=True)
+    eps_local_scale: str = hyperparameter(
+        "absolute", "n/a", "local rules: thresholds in MW (absolute) or relative to the "
+        "agent's size max(|p_min|, |p_max|) (relative, T3.17)",
+        partial(text, choices=("absolute", "relative")), optional=True)
+    frozen_price: str = hyperparameter(
+        "fixed", "n/a", "local rules: the price of a trade one end has frozen stops at both "
+        "ends (fixed) or keeps updating at the end still negotiating (partner)",
+        partial(text, choices=("fixed", "partner")), optional=True)
     # The local update of the market solved (not a study key: the market sets it).
     local: Any = dataclasses.field(default=TradeUpdate(), metadata={"component": True})
 
+    @property
+    def local_rule(self) -> bool:
+        return self.stopping != "global"
+
+    def on_neighbour_lists(self) -> bool:
+        # A local rule keeps a per-trade frozen mask, built on the dense layout only.
+        return not self.local_rule
+
     def params(self, n_cases: int, dtype) -> ADMMParams:
-        return ADMMParams(*(jnp.full(n_cases, v, dtype)
-                            for v in (self.rho, self.eps_primal, self.eps_dual)))
+        values = (self.rho, self.eps_primal, self.eps_dual)
+        if self.local_rule:
+            values += (self.eps_local_primal, self.eps_local_dual)
+        return ADMMParams(*(jnp.full(n_cases, v, dtype) for v in values))
 
     def init(self, problem, params: ADMMParams) -> ADMMState:
         zeros, local = self.local.init(problem)
-        return ADMMState(zeros, zeros, local, params.rho, jnp.zeros(params.rho.shape, jnp.int32))
+        stopping = None
+        if self.local_rule:
+            if not isinstance(problem, Community) or not isinstance(self.local, TradeUpdate):
+                raise InputError("solver.stopping", "local stopping rules are built for the P2P "
+                                                    "market on the dense trade layout only")
+            stopping = local_stopping.init(problem)
+        return ADMMState(zeros, zeros, local, params.rho, jnp.zeros(params.rho.shape, jnp.int32),
+                         stopping)
 
     def consensus(self, state: ADMMState, reverse):
         """The consensus trades the agents are pulled towards: y_nm = (p_nm - p_mn) / 2."""
         return 0.5 * (state.trades - reverse(state.trades))
 
     def step(self, problem, params: ADMMParams, state: ADMMState) -> ADMMState:
+        if self.local_rule:
+            return self.local_step(problem, params, state)
         edges, reverse = self.local.layout(problem)
         trades, local = self.local.solve(problem, self.consensus(state, reverse), state.prices,
                                          state.rho, state.local)
@@ -175,6 +220,28 @@ class ConsensusADMM(Algorithm):
         count = state.count + 1
         return ADMMState(trades, jnp.where(edges, prices, 0.0), local,
                          self.balanced_rho(params, state, trades, count, reverse), count)
+
+    def local_step(self, problem: Community, params: ADMMParams, state: ADMMState) -> ADMMState:
+        """One iteration under a local rule (``local_stopping``): frozen trades stay fixed in
+        their owner's solve, their prices stop, then the rule freezes what has settled."""
+        stop = state.stopping
+        pinned = local_stopping.pinned(problem, stop, state.trades)
+        trades, local = self.local.solve(pinned, self.consensus(state, _swap), state.prices,
+                                         state.rho, state.local)
+        trades = jnp.where(stop.frozen, state.trades, trades)
+        # An agent with every trade frozen has nothing to solve (its solve is degenerate).
+        done = stop.frozen.all(-1)
+        local = jax.tree_util.tree_map(lambda old, new: jnp.where(done, old, new), state.local,
+                                       local)
+        rho = state.rho[:, None, None]
+        prices = jnp.where(local_stopping.live_prices(stop, self.frozen_price),
+                           state.prices - 0.5 * rho * (trades + _swap(trades)), state.prices)
+        count = state.count + 1
+        stop = local_stopping.advance(self.stopping, problem, params.eps_local_primal,
+                                      params.eps_local_dual, self.eps_local_scale == "relative",
+                                      stop, state.trades, trades, count)
+        return ADMMState(trades, jnp.where(problem.edges, prices, 0.0), local, state.rho, count,
+                         stop)
 
     def balanced_rho(self, params: ADMMParams, state: ADMMState, trades, count, reverse):
         """The penalty of the next iteration: fixed, or residual balancing (module doc)."""
@@ -191,10 +258,18 @@ class ConsensusADMM(Algorithm):
 
     def residuals(self, problem, params, previous: ADMMState, current: ADMMState) -> Residuals:
         _, reverse = self.local.layout(problem)
-        return Residuals(*residual_norms(previous.trades, current.trades, reverse,
-                                         self.local.primal_weight),
-                         self.local.objective(problem, current))
+        res = Residuals(*residual_norms(previous.trades, current.trades, reverse,
+                                        self.local.primal_weight),
+                        self.local.objective(problem, current))
+        if not self.local_rule:
+            return res
+        return local_stopping.LocalResiduals(*res, local_stopping.running(problem, current.stopping))
 
     def converged(self, params, res: Residuals) -> jax.Array:
-        """Global stop (T3.12): sum_n r_n <= eps_p^2 and sum_n s_n <= eps_d^2."""
+        """Global stop (T3.12): sum_n r_n <= eps_p^2 and sum_n s_n <= eps_d^2; under a local
+        rule, every agent has frozen all its trades *and* the trades it left are reciprocal
+        within eps_primal: a case whose agents all stopped on a mismatch is not converged
+        (frozen, it runs to max_iter), so the flag never calls a wrong answer converged."""
+        if self.local_rule:
+            return (res.running == 0) & (res.primal <= params.eps_primal)
         return (res.primal <= params.eps_primal) & (res.dual <= params.eps_dual)

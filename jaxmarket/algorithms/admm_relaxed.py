@@ -23,6 +23,7 @@ import jax.numpy as jnp
 
 from jaxmarket.algorithms.admm import ADMMState, ConsensusADMM
 from jaxmarket.algorithms.base import hyperparameter
+from jaxmarket.errors import InputError
 from jaxmarket.schema import number
 
 
@@ -40,6 +41,8 @@ class RelaxedADMM(ConsensusADMM):
         lambda value, field: number(value, field, gt=0, lt=2), optional=True)
 
     def init(self, problem, params) -> ADMMState:
+        if self.local_rule:
+            raise InputError("solver.stopping", "local stopping rules are built for admm only")
         state = super().init(problem, params)
         return state._replace(local=(state.local, jnp.zeros_like(state.trades)))
 

@@ -99,6 +99,11 @@ class Algorithm(abc.ABC):
         return dataclasses.replace(self, **{f.name: float("inf") for f in self.declarations()
                                             if f.metadata["tolerance"]})
 
+    def on_neighbour_lists(self) -> bool:
+        """Whether this instance may run on neighbour lists (its class may, and its options
+        allow it)."""
+        return self.neighbour_lists
+
     def traced(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in self.declarations()
                 if f.metadata["traced"]}

@@ -74,8 +74,8 @@ from jaxmarket.algorithms.base import Algorithm, hyperparameter
 from jaxmarket.community import Community
 from jaxmarket.errors import InputError
 from jaxmarket.metrics import p2p_objective
-from jaxmarket.schedules import Sequences, power_laws
-from jaxmarket.schema import child, number, show
+from jaxmarket.schedules import TUNINGS, Sequences, power_laws
+from jaxmarket.schema import child, number, show, text
 
 
 class RCIParams(NamedTuple):
@@ -191,9 +191,27 @@ def _sequence(value, field):
     return number(value[0], child(field, 0), gt=0), number(value[1], child(field, 1), ge=0)
 
 
-def _sequence_field(default, unit: str, description: str):
-    return hyperparameter(default, unit, f"{description}, as [c, p] in c / k^p (thesis T3.5)",
-                          _sequence, suffixes=("_c", "_p"))
+def _sequence_field(unit: str, description: str):
+    return hyperparameter(None, unit, f"{description}, as [c, p] in c / k^p (unset: the "
+                          "tuning's)", _sequence, suffixes=("_c", "_p"))
+
+
+SEQUENCES = ("alpha", "beta", "eta", "delta")
+# Named tunings: [c, p] of each sequence c / k^p, in the roles of SPEC 3.3 (alpha: innovation
+# gain of the prices, beta: consensus gain, eta: step of the bound duals, delta: offset of
+# the trade weights).
+DEFAULT_TUNING = "thesis"
+
+
+def tuned(values: dict, prefix: str = "") -> dict:
+    """``values`` with the sequences left unset (None) taken from its tuning (key
+    ``prefix + "tuning"``, the default one when absent); unchanged when the tuning is a
+    sweep list, whose cells are filled one by one."""
+    tuning = values.get(prefix + "tuning", DEFAULT_TUNING)
+    if isinstance(tuning, list):
+        return values
+    return {**values, **{prefix + name: value for name, value in TUNINGS[tuning].items()
+                         if values.get(prefix + name) is None}}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -212,15 +230,28 @@ class RCI(Algorithm):
     eps_power: float = hyperparameter(
         1e-4, "MW", "thesis rule: tolerance on sum |p^{k+1} - p^k|",
         lambda value, field: number(value, field, gt=0), traced=True, tolerance=True)
-    alpha: tuple[float, float] = _sequence_field((0.01, 0.01), "EUR/MWh per MW",
-                                                 "innovation gain alpha_k")
-    beta: tuple[float, float] = _sequence_field((0.1, 0.1), "1", "consensus gain beta_k")
-    eta: tuple[float, float] = _sequence_field((0.005, 0.0), "EUR/MWh per MW",
-                                               "step eta_k of the bound duals")
-    delta: tuple[float, float] = _sequence_field((1.0, 0.0), "MW",
-                                                 "offset delta_k of the trade weights")
+    # The sequences a field leaves unset (None) come from the tuning; given ones override it.
+    tuning: str = hyperparameter(
+        DEFAULT_TUNING, "n/a", "named sequences: thesis (T3.5: alpha 0.01/k^0.01, beta "
+        "0.1/k^0.1, eta 0.005, delta 1) or reference_2018 (alpha = beta = 0.01, eta "
+        "0.005/k^0.01, delta 1/k^0.01)", lambda value, field: text(value, field, choices=tuple(TUNINGS)),
+        optional=True)
+    alpha: tuple[float, float] | None = _sequence_field("EUR/MWh per MW", "innovation gain alpha_k")
+    beta: tuple[float, float] | None = _sequence_field("1", "consensus gain beta_k")
+    eta: tuple[float, float] | None = _sequence_field("EUR/MWh per MW",
+                                                      "step eta_k of the bound duals")
+    delta: tuple[float, float] | None = _sequence_field("MW", "offset delta_k of the trade weights")
     # Any four optax schedules in place of the power laws above (not a study key).
     schedules: Sequences | None = dataclasses.field(default=None, metadata={"component": True})
+
+    def __post_init__(self):
+        """Resolve the tuning: the fields then hold the sequences that run (labels, rows)."""
+        if self.tuning not in TUNINGS:
+            raise InputError("solver.tuning", f"must be one of {', '.join(TUNINGS)}, got "
+                                              f"{self.tuning!r}")
+        values = tuned({"tuning": self.tuning, **{name: getattr(self, name) for name in SEQUENCES}})
+        for name in SEQUENCES:
+            object.__setattr__(self, name, values[name])
 
     @property
     def sequences(self) -> Sequences:

@@ -23,12 +23,16 @@ SET_HELP = "Override a study key, e.g. --set graph.sparsity=[0,0.5] (repeatable)
 @contextmanager
 def user_errors(flags: dict[str, str] | None = None):
     """Print an ``InputError`` as one line and exit with status 2; ``flags`` renames the
-    fields of the error to the command-line flags the user typed."""
+    fields of the error to the command-line flags the user typed. A failed read or write
+    (``OSError``: permission, disk full) is reported the same way."""
     try:
         yield
     except InputError as error:
         field = (flags or {}).get(error.field, error.field)
         typer.echo(f"error: {InputError(field, error.problem)}", err=True)
+        raise typer.Exit(2) from None
+    except OSError as error:
+        typer.echo(f"error: {error.filename or 'I/O'}: {error.strerror or error}", err=True)
         raise typer.Exit(2) from None
 
 

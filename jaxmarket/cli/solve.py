@@ -29,10 +29,11 @@ def _solver_options() -> list[inspect.Parameter]:
     """One option per ``[solver]`` key, typed by its default; None means "the algorithm's"."""
     parameters = []
     for key, field in algorithms.solver_schema().items():
-        kind = type(field.default)
-        annotation = Optional[tuple[float, float]] if kind is tuple else Optional[kind]
+        pair = isinstance(field.default, tuple) or field.metadata["suffixes"] is not None
+        annotation = Optional[tuple[float, float]] if pair else Optional[type(field.default)]
         unit = field.metadata["unit"]
-        help_ = f"{field.metadata['description']} [{unit}; default {field.default}]"
+        default = "from --tuning" if field.default is None else field.default
+        help_ = f"{field.metadata['description']} [{unit}; default {default}]"
         parameters.append(inspect.Parameter(key, inspect.Parameter.KEYWORD_ONLY, annotation=annotation,
                                             default=typer.Option(None, _flag(key), help=help_)))
     return parameters
@@ -67,7 +68,8 @@ def solve(case_file: Path, algorithm: str, tol: Optional[float], policy: str, fe
         from jaxmarket.markets.columns import annotate
         from jaxmarket.schema import number, text
         from jaxmarket.study.cell import flat_labels
-        from jaxmarket.study.config import label_units, solver_options
+        from jaxmarket.study.config import solver_options
+        from jaxmarket.study.keys import label_units
         from jaxmarket.study.store import environment, write_table
 
         chosen = algorithms.get(text(algorithm, "--algorithm", choices=algorithms.names()))
@@ -114,7 +116,8 @@ def solve(case_file: Path, algorithm: str, tol: Optional[float], policy: str, fe
             table = pa.table({**{k: [v] for k, v in labels.items()},
                               **{k: [v] for k, v in row.items()}, "wall_time_s": [elapsed]})
             metadata = {"case": case.name, "environment": environment()}
-            kinds = ("solve", kind(options), *(("grid",) if grid is not None else ()))
+            kinds = ("solve", kind(options), *(("grid",) if grid is not None else ()),
+                     *(("stopping",) if getattr(options, "local_rule", False) else ()))
             write_table(out, annotate(table, kinds, label_units()), metadata)
             trades = out.with_name(out.stem + ".trades.parquet")
             write_table(trades, annotate(_trades_table(case, result.trades, result.prices), "trades"),

@@ -8,24 +8,12 @@ from typing import Optional
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, Progress, ProgressColumn, TextColumn, TimeRemainingColumn
-from rich.text import Text
 
 from jaxmarket.cli.common import SET_HELP, setup_jax, user_errors
+from jaxmarket.cli.display import Display
 from jaxmarket.errors import InputError
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None)
-
-
-class _CasesPerSecond(ProgressColumn):
-    def render(self, task) -> Text:
-        return Text(f"{task.speed:.1f} cases/s" if task.speed else "- cases/s")
-
-
-def _progress(console: Console) -> Progress:
-    return Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("chunks {task.fields[chunks]}"),
-                    _CasesPerSecond(), TimeRemainingColumn(), console=console,
-                    disable=not console.is_terminal)
 
 
 @app.command()
@@ -46,6 +34,7 @@ def sweep(
                                               help="--distributed: address of process 0."),
     num_processes: Optional[int] = typer.Option(None, metavar="P", help="--distributed: processes."),
     process_id: Optional[int] = typer.Option(None, metavar="I", help="--distributed: this process."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress display on stderr."),
 ):
     """Run a study and write its Parquet dataset."""
     with user_errors():
@@ -53,6 +42,7 @@ def sweep(
         import jax
 
         from jaxmarket.markets.lanes import check_driver
+        from jaxmarket.progress import listening
         from jaxmarket.study import plan as planner, run as runner, store
         from jaxmarket.study.config import load_study
 
@@ -66,6 +56,12 @@ def sweep(
         study = load_study(file, set_ or (), out)
         plan = planner.prepare(study, resume=resume, overwrite=overwrite,
                               process=jax.process_index(), processes=jax.process_count())
+        # Locked at once: a second writer is refused before anything is said or done.
+        chunks = runner.run(plan, driver) if plan.pending else iter(())
+    if plan.repairs:
+        more = f" and {len(plan.repairs) - 1} more" if len(plan.repairs) > 1 else ""
+        typer.echo(f"{study.name}: recomputing {len(plan.repairs)} chunks whose listed parts are "
+                   f"missing or damaged: {plan.repairs[0]}{more}", err=True)
     # A process of a multi-process run counts the chunks it takes.
     total, pending = len(plan.assigned), plan.pending
     share = "" if plan.processes == 1 else f" (process {plan.process} of {plan.processes})"
@@ -76,15 +72,13 @@ def sweep(
     done, cases = total - len(pending), sum(c.n_cases for c in pending)
     typer.echo(f"{study.name}: running {len(pending)} of {total} chunks ({cases} cases) into "
                f"{study.out}{share}")
-    console, start = Console(stderr=True), time.perf_counter()
-    with user_errors(), _progress(console) as progress:
-        task = progress.add_task(study.name, total=cases, chunks=f"{done}/{total}")
+    start = time.perf_counter()
+    display = Display(study.name, cases, f"{done}/{total}", Console(stderr=True), quiet)
+    with user_errors(), display, listening(display.event):
         try:
-            for chunk in runner.run(plan, driver):
+            for chunk in chunks:
                 done += 1
-                progress.update(task, advance=chunk.n_cases, chunks=f"{done}/{total}")
-                if progress.disable:  # a log file gets one line per chunk instead of a bar
-                    typer.echo(f"{chunk.name}: {done}/{total} chunks", err=True)
+                display.chunk_written(f"{done}/{total}")
         except KeyboardInterrupt:
             typer.echo(f"interrupted after {done}/{total} chunks; rerun the same command with "
                        f"--resume to continue", err=True)

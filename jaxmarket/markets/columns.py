@@ -7,6 +7,9 @@ Each column is declared once (``COLUMNS``), with the output kinds whose tables c
 ``pool``      rows of the pool algorithms (ced, ced_mean; same columns, pool meanings)
 ``reserve``   rows of the energy and reserve market (``reserve_study.tabulate_reserve``)
 ``grid``      extra columns of rows of a case with a grid (``charges.grid_outcome``)
+``stopping``  extra columns of rows of a study that gives ``solver.stopping``, and of every
+              row under a local stopping rule (``algorithms.local_stopping``), the row of
+              ``jaxmarket solve --out`` included
 ``dataset``   identity columns of every sweep row (``sweep.solve_group``)
 ``trace``     the long residual trace of a sweep (``solve._long_trace``, per case id)
 ``trades``    the trades table of ``jaxmarket solve --out``
@@ -34,7 +37,7 @@ from typing import Callable, Iterable, Mapping
 
 import pyarrow as pa
 
-KINDS = ("p2p", "pool", "reserve", "grid", "dataset", "trace", "trades", "solve")
+KINDS = ("p2p", "pool", "reserve", "grid", "stopping", "dataset", "trace", "trades", "solve")
 
 
 @dataclass(frozen=True)
@@ -149,15 +152,17 @@ COLUMNS: tuple[Column, ...] = (
             "reciprocity mismatch sum_n |sum_m (p_nm + p_mn)| (P2P); |sum_n p_n| (pool)"),
     _column("messages", "int", "count", MARKET,
             "messages sent until the stop: per iteration one per directed trade plus the N "
-            "(N - 1) residual broadcasts, N counting managers (P2P); 2 per agent (pool)"),
+            "(N - 1) residual broadcasts, N counting managers (P2P, global rule); one per "
+            "directed trade still negotiated, no broadcast (P2P, local rules); 2 per agent "
+            "(pool). messages - trade_messages: the residual broadcasts"),
     _column("trade_messages", "int", "count", MARKET,
-            "the trade part of messages: iterations x directed trades (P2P); equal to "
-            "messages (pool)"),
+            "the trade part of messages: iterations x directed trades (P2P, global rule); "
+            "equal to messages (pool, local rules)"),
     _column("messages_per_agent_mean", "float", "count", MARKET,
             "messages / agents, managers included (P2P); messages / n_agents (pool)"),
     _column("messages_per_agent_max", "int", "count", MARKET,
-            "messages sent by the busiest agent, iterations x (degree + N - 1) (P2P); "
-            "messages / n_agents (pool)"),
+            "messages sent by the busiest agent, iterations x (degree + N - 1) (P2P, global "
+            "rule), its trade messages (local rules); messages / n_agents (pool)"),
     _column("n_agents", "int", "count", MARKET,
             "agents that produce or consume (the hub and community managers excluded)"),
     _column("n_managers", "int", "count", MARKET,
@@ -246,6 +251,15 @@ COLUMNS: tuple[Column, ...] = (
     _column("overloaded_lines", "int", "count", "grid", "lines loaded above their rating"),
     _column("inter_zone_traded", "float", "MW", "grid",
             "power traded between agents of different zones, sum |p_nm| / 2 over those pairs"),
+    # --- when the agents stopped (algorithms.local_stopping; rows of a study giving
+    # solver.stopping, and every row under a local rule)
+    _column("last_agent_stop", "float", "count", "stopping",
+            "iteration at which the last agent stopped negotiating: its local rule froze its "
+            "last trade (local rules), the case converged (global rule: iterations); NaN when "
+            "some agent never stopped (max_iter reached)"),
+    _column("mean_agent_stop", "float", "count", "stopping",
+            "mean over the agents of the iteration at which each stopped negotiating (an "
+            "agent that never stopped counts iterations; global rule: iterations)"),
     # --- long residual trace (solve._long_trace, written by the sweep)
     _column("iteration", "int", "count", "trace",
             "iteration of the traced values, a multiple of trace_every"),

@@ -49,7 +49,7 @@ def neighbour_widths(community: Community, algorithm: Algorithm) -> np.ndarray:
     (``jaxmarket.neighbours``), 0 for the dense (B, N, N) layout. A function of the case
     alone (its largest degree and N), so a row does not depend on the other cases of its
     batch: the width changes the last bits of the arithmetic."""
-    if not algorithm.neighbour_lists or community.n_max < NEIGHBOUR_LIST_AGENTS:
+    if not algorithm.on_neighbour_lists() or community.n_max < NEIGHBOUR_LIST_AGENTS:
         return np.zeros(community.n_cases, int)
     width = -(-np.maximum(1, neighbours.degrees(community)) // WIDTH_MULTIPLE) * WIDTH_MULTIPLE
     return np.where(width <= NEIGHBOUR_LIST_SHARE * community.n_max, width, 0)

@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxmarket import neighbours
-from jaxmarket.algorithms import Algorithm
+from jaxmarket.algorithms import Algorithm, local_stopping
 from jaxmarket.community import Community, astype, take
 from jaxmarket.driver import DriverResult, iterate
 from jaxmarket.markets.lanes import driver_options, neighbour_widths
@@ -77,6 +77,8 @@ def tabulate(community: Community, algorithm: Algorithm, result: DriverResult) -
     prices = result.state.prices.astype(jnp.float64)
     floor = jnp.full(community.n_cases, algorithm.eps_primal, jnp.float64)
     metrics = market_metrics(exact, trades, prices, result.iterations, floor)
+    if getattr(result.state, "stopping", None) is not None:  # a local stopping rule
+        metrics.update(local_stopping.columns(exact, result.state.stopping, result.iterations))
     reference = solve_reference(exact)
     rows = {
         **driver_columns(result),

@@ -47,6 +47,16 @@ def driver_columns(result: DriverResult) -> dict[str, jax.Array]:
             "dual_residual": result.residuals.dual}
 
 
+STOP_COLUMNS = ("last_agent_stop", "mean_agent_stop")  # rows of a study giving solver.stopping
+
+
+def global_stop_columns(rows: dict) -> dict[str, np.ndarray]:
+    """When the agents stopped under a global rule: all together, at the case's stop."""
+    iterations = np.asarray(rows["iterations"], np.float64)
+    return {"last_agent_stop": np.where(np.asarray(rows["converged"]), iterations, np.nan),
+            "mean_agent_stop": iterations}
+
+
 def iterations_to_gap(gaps, every: int, final_gap, iterations, threshold: float) -> np.ndarray:
     """(B,) first traced iteration from which on the gap stays <= ``threshold`` (module doc).
 

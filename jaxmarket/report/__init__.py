@@ -43,7 +43,7 @@ from matplotlib.figure import Figure
 
 from jaxmarket.study.config import Study, resolve
 from jaxmarket.errors import InputError
-from jaxmarket.study.store import read_manifest, write_atomic
+from jaxmarket.study.store import read_manifest, verified, write_atomic
 
 SECTIONS = ("summary", "algorithms", "sparsity", "layouts", "network", "uncertainty", "convergence")
 
@@ -168,7 +168,7 @@ def load(out) -> Dataset:
     manifest = read_manifest(out)
     if manifest is None:
         raise InputError(str(out), "not a jaxmarket dataset (no manifest.json)")
-    return Dataset(out, manifest)
+    return Dataset(out, verified(out, manifest))
 
 
 def swept_columns(dataset: Dataset) -> list[str]:

@@ -12,15 +12,16 @@ writes its parts and its own manifest (``store.manifest_name``).
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
-import jax
 import numpy as np
 
 from jaxmarket.errors import InputError
 from jaxmarket.study import store
 from jaxmarket.study.cell import Cell
 from jaxmarket.study.config import Study
+from jaxmarket.study.resources import queue_cases
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,8 @@ class Plan:
     overwrite: bool  # delete the existing dataset before writing
     process: int = 0  # this process of a multi-process run ...
     processes: int = 1  # ... of this many: it runs chunks process, process + processes, ...
+    repairs: tuple[str, ...] = ()  # listed parts of assigned chunks found missing or damaged
+    seen: tuple = ()  # store.manifest_state of the manifests this run rewrites, when planned
 
     @property
     def assigned(self) -> tuple[Chunk, ...]:
@@ -59,6 +62,20 @@ class Plan:
     @property
     def manifest(self) -> str:
         return store.manifest_name(self.process, self.processes)
+
+    def locks(self) -> list[tuple[str, bool]]:
+        """(manifest name, shared) of the writer locks this run holds while it writes: a run
+        in one process excludes every writer of the folder; the processes of a multi-process
+        run share ``manifest.json``'s lock (so a one-process writer is refused) and each
+        holds its own manifest's lock alone."""
+        if self.processes > 1:
+            return [(store.MANIFEST, True), (self.manifest, False)]
+        others = sorted(p.name for p in self.study.out.glob("manifest-process-*.json"))
+        return [(store.MANIFEST, False)] + [(name, False) for name in others]
+
+    def watched(self) -> str | None:
+        """The manifests whose change since planning makes this plan stale (None: all)."""
+        return None if self.processes == 1 else self.manifest
 
 
 def batch_size(study: Study) -> int:
@@ -86,13 +103,6 @@ class Group:
     @property
     def cell(self) -> Cell:
         return self.chunks[0].cell
-
-
-def queue_cases(n_agents: int) -> int:
-    """Cases a group may hold: about 2^20 trades on a CPU (some 100 MB of communities,
-    results and traces at N = 25, 1677 cases), 2^26 on an accelerator (16 queues of lanes)."""
-    trades = 2**20 if jax.default_backend() == "cpu" else 2**26
-    return max(1, trades // n_agents**2)
 
 
 def groups(study: Study, pending: tuple[Chunk, ...]) -> tuple[Group, ...]:
@@ -139,26 +149,36 @@ def prepare(study: Study, resume: bool = False, overwrite: bool = False, process
         raise InputError("run.out", f"{out} exists and is not a directory")
     # Another process of the run may be writing its first manifest: list the directory
     # before reading the manifests, and skip hidden temporary files (``write_atomic``).
-    entries = [p for p in out.iterdir() if not store.is_temporary(p)] if out.exists() else []
+    entries = [p for p in out.iterdir() if not (store.is_temporary(p) or store.is_lock(p))] \
+        if out.exists() else []
     manifest = store.read_manifest(out) if out.exists() else None
     if manifest is None and entries:
         # Never write into, or delete, a directory that is not a dataset of ours.
         raise InputError("run.out", f"{out} is not empty and holds no {store.MANIFEST}; choose another --out")
     everything = chunks(study)
     if manifest is None or overwrite:
-        return Plan(study, everything, {}, overwrite=manifest is not None, process=process,
-                    processes=processes)
+        return _plan(study, everything, {}, overwrite=manifest is not None, process=process,
+                     processes=processes)
     if manifest.get("config_hash") != study.config_hash:
         flag = "--resume" if resume else "run.out"
         raise InputError(flag, f"{out} holds a different study (config hash {manifest.get('config_hash')}, "
                                f"this config {study.config_hash}); use --overwrite or another --out")
-    done = {name: entry for name, entry in manifest.get("chunks", {}).items()
-            if (out / entry["cases"]).exists()}
-    plan = Plan(study, everything, done, overwrite=False, process=process, processes=processes)
+    damaged = store.damaged_parts(out, manifest)
+    done = {name: entry for name, entry in manifest["chunks"].items() if name not in damaged}
+    plan = _plan(study, everything, done, overwrite=False, process=process, processes=processes,
+                 repairs=tuple(damaged[c.name] for c in everything[process::processes] if c.name in damaged))
     earlier = manifest if processes == 1 else store.read_manifest(out, plan.manifest)
     if plan.pending and not resume and earlier is not None:
+        broken = f", {len(damaged)} listed parts missing or damaged" if damaged else ""
         raise InputError("run.out", f"{out} holds an unfinished study ({len(done)}/{len(everything)} "
-                                    f"chunks); use --resume to continue it or --overwrite to start over")
+                                    f"chunks{broken}); use --resume to continue it or --overwrite to "
+                                    f"start over")
     if plan.pending:
         store.check_environment(manifest, out)
     return plan
+
+
+def _plan(study: Study, everything, done, **options) -> Plan:
+    plan = Plan(study, everything, done, **options)
+    seen = store.manifest_state(study.out, plan.watched()) if study.out.is_dir() else ()
+    return dataclasses.replace(plan, seen=seen)

@@ -8,7 +8,7 @@ registered algorithm's fields).
 from __future__ import annotations
 
 from jaxmarket import algorithms
-from jaxmarket.study.config import OPTIONAL_KEYS, SCHEMA, SWEPT_SECTIONS
+from jaxmarket.study.keys import OPTIONAL_KEYS, SCHEMA, SWEPT_SECTIONS
 
 INTRO = """# Study files
 

@@ -11,9 +11,9 @@ next group is generated and solved.
 from __future__ import annotations
 
 import os
-import shutil
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -21,15 +21,18 @@ import jax
 import numpy as np
 import pyarrow as pa
 
+from jaxmarket import progress
 from jaxmarket.algorithms import Algorithm
 from jaxmarket.community import Community, concatenate, take
 from jaxmarket.errors import InputError
 from jaxmarket.markets import kind, p2p, pool, reserve
 from jaxmarket.markets.columns import annotate
 from jaxmarket.markets.lanes import check_driver, driver_options, neighbour_widths
+from jaxmarket.markets.rows import STOP_COLUMNS, global_stop_columns
 from jaxmarket.study import store
 from jaxmarket.study.cell import Cell
-from jaxmarket.study.config import Study, label_units
+from jaxmarket.study.config import Study
+from jaxmarket.study.keys import label_units
 from jaxmarket.study.plan import (Chunk, Group, Plan, batch_size, case_indices, compile_key,
                                   groups)
 
@@ -75,7 +78,8 @@ def run_cell(study: Study, cell: Cell, community: Community, indices: np.ndarray
 def _kinds(cell: Cell) -> tuple[str, ...]:
     """The column kinds of the cell's rows (``markets.columns``)."""
     grid = ("grid",) if cell.grid_case is not None else ()
-    return ("dataset", kind(cell.algorithm, cell.reserve is not None), *grid)
+    stopping = ("stopping",) if "solver.stopping" in cell.values else ()
+    return ("dataset", kind(cell.algorithm, cell.reserve is not None), *grid, *stopping)
 
 
 def _market(algorithm: Algorithm):
@@ -100,7 +104,11 @@ def trade_layouts(group: Group, community: Community, driver: str) -> dict[str, 
 def tabulate_cell(cell: Cell, community: Community, algorithm: Algorithm, market):
     if cell.reserve is not None:
         return reserve.tabulate(community, cell.reserve, market)
-    return _market(algorithm).tabulate(community, algorithm, market)
+    result = _market(algorithm).tabulate(community, algorithm, market)
+    if "solver.stopping" in cell.values:  # last, in one order for every rule of the study
+        local = {key: result.rows.pop(key) for key in STOP_COLUMNS if key in result.rows}
+        result.rows.update(local or global_stop_columns(result.rows))
+    return result
 
 
 def warm_up(study: Study, group: Group, community: Community, indices: np.ndarray,
@@ -134,6 +142,8 @@ def solve_group(study: Study, group: Group, community: Community, indices: np.nd
     size, cell = batch_size(study), group.cell
     start = time.perf_counter()
     market = run_cell(study, cell, community, indices, cell.algorithm, driver)
+    jax.block_until_ready(market)  # the solve is over: now the references and metrics
+    progress.phase("tabulate", cases=sum(chunk.n_cases for chunk in group.chunks))
     results = [tabulate_cell(cell, chunk_community, cell.algorithm, chunk_market)
                for chunk_community, chunk_market in
                (_slot((community, market), slot * size, size) for slot in range(len(group.chunks)))]
@@ -169,16 +179,46 @@ def solve_group(study: Study, group: Group, community: Community, indices: np.nd
 
 
 def run(plan: Plan, driver: str = "continuous") -> Iterator[Chunk]:
-    """Solve and write every pending chunk, yielding each one once it is on disk.
+    """Solve and write every pending chunk; returns an iterator that yields each chunk once
+    it is on disk.
 
-    Groups are solved one after the other; the parts of a group are written by a second
-    thread while the next group is generated and solved, so file I/O overlaps compute and
-    at most two groups of rows are held in memory."""
-    study, out = plan.study, plan.study.out
+    The run takes its writer locks (``Plan.locks``) at once, before returning, and holds
+    them until the iterator ends; it refuses to start when another writer changed the
+    manifests since ``prepare``. Groups are solved one after the other; the parts of a group
+    are written by a second thread while the next group is generated and solved, so file
+    I/O overlaps compute and at most two groups of rows are held in memory. A failed read
+    or write (permission, disk full) is an ``InputError``; the dataset stays resumable."""
+    out = plan.study.out
     check_driver(driver)  # before anything is written
+    locks = ExitStack()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        for name, shared in plan.locks():
+            locks.enter_context(store.writer_lock(out, name, shared))
+        if store.manifest_state(out, plan.watched()) != plan.seen:
+            raise InputError(str(out), "another run changed this dataset while this one was "
+                                       "starting; run the command again")
+    except OSError as error:
+        locks.close()
+        raise store.io_error(error, out) from None
+    except BaseException:
+        locks.close()
+        raise
+    return _locked(plan, driver, locks)
+
+
+def _locked(plan: Plan, driver: str, locks: ExitStack) -> Iterator[Chunk]:
+    with locks:
+        try:
+            yield from _write(plan, driver)
+        except OSError as error:
+            raise store.io_error(error, plan.study.out) from None
+
+
+def _write(plan: Plan, driver: str) -> Iterator[Chunk]:
+    study, out = plan.study, plan.study.out
     if plan.overwrite:
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
+        store.remove_dataset(out)
     # Temporary files a killed run left of this process's files (the other processes of a
     # multi-process run may be writing theirs).
     for path in [out / plan.manifest] + [out / folder / f"{chunk.name}.parquet"
@@ -215,9 +255,10 @@ def run(plan: Plan, driver: str = "continuous") -> Iterator[Chunk]:
             if item.trace is not None:
                 entry["traces"], entry["trace_rows"] = f"traces/{chunk.name}.parquet", item.trace.num_rows
                 (out / "traces").mkdir(exist_ok=True)
-                store.write_table(out / entry["traces"], annotate(item.trace, "trace"), part)
-            store.write_table(out / entry["cases"], annotate(item.cases, _kinds(chunk.cell), labels),
-                              part)
+                entry["trace_sha256"] = store.write_table(out / entry["traces"],
+                                                          annotate(item.trace, "trace"), part)
+            entry["sha256"] = store.write_table(
+                out / entry["cases"], annotate(item.cases, _kinds(chunk.cell), labels), part)
             manifest["chunks"][chunk.name] = entry
             manifest["complete"] = len(manifest["chunks"]) == len(plan.chunks)
             store.write_manifest(out, manifest, plan.manifest)
@@ -228,13 +269,18 @@ def run(plan: Plan, driver: str = "continuous") -> Iterator[Chunk]:
     with ThreadPoolExecutor(max_workers=1) as writer:
         writing = None
         for group in groups(study, plan.pending):
+            cases = sum(chunk.n_cases for chunk in group.chunks)
+            progress.phase("generate", cases=cases)
             community, indices = group_communities(study, group)
             layouts = trade_layouts(group, community, driver)
             key = (compile_key(group.cell), group.slots, tuple(layouts))
             if key not in compiled:  # wall_time_s never includes compilation
+                progress.phase("compile", cases=cases)
                 warm_up(study, group, community, indices, driver)
                 compiled.add(key)
+            progress.phase("solve", cases=cases)
             solved, stats = solve_group(study, group, community, indices, driver)
+            progress.phase("write", cases=cases)
             options = driver_options(community, group.cell.algorithm, driver)  # devices: any layout
             stats = {"cell": group.cell.index, "chunks": len(group.chunks),
                      "queue": community.n_cases, "devices": options.devices if options.lanes else 1,
