@@ -61,7 +61,7 @@ def study(plan: dict) -> list[str]:
     with tempfile.TemporaryDirectory() as folder:
         out = Path(folder) / "sparsity"
         command = [sys.executable, "-m", "jaxmarket", "sweep", "sweeps/sparsity.toml",
-                   "--out", str(out)]
+                   "--out", str(out), "--quiet"]
         for assignment in plan["study"]:
             command += ["--set", assignment]
         env = dict(os.environ, JAX_COMPILATION_CACHE_DIR=str(Path(folder) / "cache"))

@@ -1,6 +1,7 @@
 """The outcome engine (``exact``) against Clarabel; its trade prices support every agent's
 decision (the market equilibrium conditions, checked from their definition)."""
 
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -8,6 +9,7 @@ from cases import random_batch
 from oracle import clarabel_p2p
 from jaxmarket import algorithms
 from jaxmarket.algorithms.exact import Exact
+from jaxmarket.community import astype
 from jaxmarket.markets import p2p, solve
 from jaxmarket.markets.lanes import driver_options
 from jaxmarket.study.config import solver_options
@@ -74,6 +76,15 @@ def test_unconverged_is_not_flagged_converged():
     result = p2p.run(community, algorithm, "blocked")
     assert not np.asarray(result.converged).any()
     np.testing.assert_array_equal(np.asarray(result.iterations), 1)
+
+
+def test_float32_rows_are_the_float64_solution_rounded():
+    """A float32 study gets the float64 solution: converged, objective to float32 rounding."""
+    community = random_batch(44, 3, sizes=(10, 14))
+    rows32 = solve(astype(community, jnp.float32), Exact()).frame()
+    rows64 = solve(community, Exact()).frame()
+    assert rows32.converged.all()
+    np.testing.assert_allclose(rows32.objective, rows64.objective, rtol=1e-5)
 
 
 def test_registered_and_configured_from_its_fields():

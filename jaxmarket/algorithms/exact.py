@@ -35,7 +35,7 @@ import jax.numpy as jnp
 
 from jaxmarket.algorithms.admm import ADMMParams
 from jaxmarket.algorithms.base import Algorithm, hyperparameter
-from jaxmarket.community import Community
+from jaxmarket.community import Community, astype
 from jaxmarket.metrics import p2p_objective
 from jaxmarket.reference import solve_reference
 from jaxmarket.schema import integer, number
@@ -51,6 +51,7 @@ class ExactState(NamedTuple):
     power: jax.Array  # (B, N) p_n of the interior point
     perceived_price: jax.Array  # (B, N) mu_n
     solved: jax.Array  # (B,) bool: the interior point met its tolerance
+    balance: jax.Array  # (B,) sqrt(sum_n (p_n - sum_m p_nm)^2), taken in float64
 
 
 class ExactResiduals(NamedTuple):
@@ -108,21 +109,23 @@ class Exact(Algorithm):
 
     def init(self, problem: Community, params) -> ExactState:
         zeros = jnp.zeros_like(problem.charge)
+        nothing = jnp.zeros(problem.n_cases, problem.dtype)
         return ExactState(zeros, zeros, problem.a * 0, problem.a * 0,
-                          jnp.zeros(problem.n_cases, bool))
+                          jnp.zeros(problem.n_cases, bool), nothing)
 
     def step(self, problem: Community, params, state: ExactState) -> ExactState:
         solution = solve_reference(problem, self.ipm_tolerance, self.ipm_max_iter)
         dtype = problem.dtype
-        trades = jnp.where(problem.edges, solution.trades, 0.0).astype(dtype)
-        mu = solution.price.astype(dtype)
-        return ExactState(trades, trade_prices(problem, trades, mu), solution.p.astype(dtype), mu,
-                          solution.converged)
+        trades = jnp.where(problem.edges, solution.trades, 0.0)
+        # In float64: in a float32 study the rounding of p and of the trades is no residual.
+        balance = jnp.sqrt(((solution.p - trades.sum(-1)) ** 2).sum(-1))
+        prices = trade_prices(astype(problem, jnp.float64), trades, solution.price)
+        return ExactState(trades.astype(dtype), prices.astype(dtype), solution.p.astype(dtype),
+                          solution.price.astype(dtype), solution.converged, balance.astype(dtype))
 
     def residuals(self, problem, params, previous, current: ExactState) -> ExactResiduals:
         reciprocity = ((current.trades + jnp.swapaxes(current.trades, -1, -2)) ** 2).sum((-1, -2))
-        balance = ((current.power - current.trades.sum(-1)) ** 2).sum(-1)
-        return ExactResiduals(jnp.sqrt(reciprocity), jnp.sqrt(balance),
+        return ExactResiduals(jnp.sqrt(reciprocity), current.balance,
                               p2p_objective(problem, current.trades), current.solved)
 
     def converged(self, params, res: ExactResiduals) -> jax.Array:
