@@ -19,6 +19,8 @@ from jaxmarket.schema import text
 REGISTRY = {  # name -> "module:Class" in this package
     "admm": "admm:ConsensusADMM",
     "admm_relaxed": "admm_relaxed:RelaxedADMM",
+    "admm_fast": "admm_fast:FastADMM",
+    "admm_anderson": "admm_anderson:AndersonADMM",
     "rci": "rci:RCI",
     "pcmbed": "rci:PCMBED",
     "ced": "ced:CED",

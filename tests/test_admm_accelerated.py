@@ -1,0 +1,112 @@
+"""Fast ADMM with restart (``admm_fast``) and Anderson-accelerated ADMM (``admm_anderson``)
+against Clarabel, against plain ADMM where they reduce to it, and through the registry."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from cases import random_batch
+from oracle import clarabel_p2p
+from jaxmarket import algorithms
+from jaxmarket.algorithms.admm import ConsensusADMM
+from jaxmarket.algorithms.admm_anderson import AndersonADMM
+from jaxmarket.algorithms.admm_fast import FastADMM
+from jaxmarket.driver import DriverOptions, iterate
+from jaxmarket.errors import InputError
+from jaxmarket.metrics import p2p_objective
+from jaxmarket.study.config import solver_options
+
+jax.config.update("jax_enable_x64", True)  # the tolerances below need float64
+
+EPS = 1e-6
+
+
+def run(community, algorithm, max_iter=20_000):
+    params = algorithm.params(community.n_cases, jnp.float64)
+    return iterate(algorithm.static(), community, params, DriverOptions(max_iter, 1))
+
+
+def clarabel_gaps(community, trades):
+    """(B,) relative objective gap of each case's trades against Clarabel."""
+    ours = np.asarray(p2p_objective(community, trades))
+    reference = np.array([clarabel_p2p(community, i)["objective"]
+                          for i in range(community.n_cases)])
+    return np.abs(ours - reference) / np.maximum(1.0, np.abs(reference))
+
+
+def assert_optimal(community, result):
+    """Every case converged, feasible, reciprocal within EPS, at the Clarabel optimum, and
+    its trades equal the centre they were solved against."""
+    assert np.asarray(result.converged).all()
+    trades = np.asarray(result.state.trades)
+    lo, hi = np.asarray(community.trade_min), np.asarray(community.trade_max)
+    assert np.all(trades >= lo - 1e-9) and np.all(trades <= hi + 1e-9)
+    power = trades.sum(-1)
+    assert np.all(power >= np.asarray(community.p_min) - 1e-9)
+    assert np.all(power <= np.asarray(community.p_max) + 1e-9)
+    mismatch = np.sqrt(((trades + np.swapaxes(trades, -1, -2)) ** 2).sum((-1, -2)))
+    assert mismatch.max() <= EPS
+    assert clarabel_gaps(community, result.state.trades).max() <= 1e-6
+    # Prices stay symmetric: both ends of a trade agree on its price.
+    prices = np.asarray(result.state.prices)
+    np.testing.assert_allclose(prices, np.swapaxes(prices, -1, -2), atol=1e-9, rtol=0)
+
+
+CASES = {"no-charges": (False, 0.0), "charges": (True, 3.0)}  # rho_balance per setting
+
+
+@pytest.mark.parametrize("setting", CASES)
+@pytest.mark.parametrize("cls", [FastADMM, AndersonADMM], ids=["fast", "anderson"])
+def test_accelerated_admm_matches_clarabel(cls, setting):
+    """Without charges at fixed rho, with charges under residual balancing (fixed rho stalls
+    there, as for plain ADMM): every case reaches the Clarabel optimum."""
+    charges, balance = CASES[setting]
+    community = random_batch(41 + charges, 12, sizes=(3, 25), charges=charges)
+    result = run(community, cls(eps_primal=EPS, eps_dual=EPS, rho_balance=balance))
+    assert_optimal(community, result)
+
+
+def test_fast_admm_without_momentum_is_plain_admm():
+    """A restart factor no combined residual can meet turns momentum off: ADMM's iterates."""
+    community = random_batch(5, 6, sizes=(3, 20), charges=True)
+    never = dict(eps_primal=1e-300, eps_dual=1e-300)
+    plain = run(community, ConsensusADMM(**never), max_iter=200)
+    fast = run(community, FastADMM(restart=1e-300, **never), max_iter=200)
+    np.testing.assert_allclose(np.asarray(fast.state.trades), np.asarray(plain.state.trades),
+                               atol=1e-9, rtol=0)
+    np.testing.assert_allclose(np.asarray(fast.state.prices), np.asarray(plain.state.prices),
+                               atol=1e-9, rtol=0)
+
+
+def test_anderson_steps_are_safeguarded():
+    """Anderson's memory is used (extrapolated centres accepted) and ADMM's iterates differ;
+    with a safeguard factor no residual can meet, every extrapolation is discarded and the
+    accepted points are ADMM's: the same optimum, reached."""
+    community = random_batch(7, 6, sizes=(3, 20))
+    accelerated = run(community, AndersonADMM(eps_primal=EPS, eps_dual=EPS))
+    assert_optimal(community, accelerated)
+    refused = run(community, AndersonADMM(anderson_safeguard=1e-300, eps_primal=EPS,
+                                          eps_dual=EPS))
+    assert_optimal(community, refused)
+    plain = run(community, ConsensusADMM(eps_primal=EPS, eps_dual=EPS))
+    # A refused extrapolation costs one iteration: about twice ADMM's count.
+    assert np.all(np.asarray(refused.iterations) >= np.asarray(plain.iterations))
+
+
+def test_registered_and_configured_from_their_fields():
+    assert algorithms.get("admm_fast") is FastADMM
+    assert algorithms.get("admm_anderson") is AndersonADMM
+    schema = algorithms.solver_schema()
+    assert schema["restart"].default == 0.999 and schema["anderson_memory"].default == 5
+    assert solver_options({"algorithm": "admm_anderson", "anderson_memory": 3}) == \
+        AndersonADMM(anderson_memory=3)
+    with pytest.raises(InputError, match="solver.restart: must be < 1"):
+        solver_options({"algorithm": "admm_fast", "restart": 1.0})
+    with pytest.raises(InputError, match="solver.anderson_memory"):
+        solver_options({"algorithm": "admm_anderson", "anderson_memory": 0})
+    community = random_batch(3, 2, sizes=(3, 6))
+    for cls in (FastADMM, AndersonADMM):
+        algorithm = cls(stopping="per_agent")
+        with pytest.raises(InputError, match="solver.stopping"):
+            algorithm.init(community, algorithm.params(2, jnp.float64))
