@@ -1,6 +1,7 @@
 """The benchmark suite: every table of ``bench/RESULTS.md`` from one command.
 
-    python -m bench.run [--quick] [--dtype float32] [--only kernel,layouts,cases,end-to-end]
+    python -m bench.run [--quick] [--dtype float32]
+                        [--only kernel,layouts,cases,outcome,compile,end-to-end]
 
 Sections (each rewrites its own block of RESULTS.md, keyed by backend and dtype; the
 rest of the file is kept; ``--quick`` only prints):
@@ -16,6 +17,12 @@ rest of the file is kept; ``--quick`` only prints):
   continuous driver with its lane utilisation), against the centralized problem solved
   case by case with cvxpy + Clarabel (model building included: what a user would
   otherwise run; the test oracle ``tests/oracle.py``, tight tolerances).
+- ``outcome``: the outcome engine (``algorithm = "exact"``) against Clarabel's direct API,
+  one core each, interleaved (``bench.outcome``, run in a child pinned to one core with
+  XLA on one thread).
+- ``compile``: compilation time of ``sweeps/sparsity.toml --set run.cases_per_cell=50``
+  with an empty persistent cache and again warm, each in a fresh process
+  (``bench.compile_cache``; about two study runs).
 - ``end-to-end``: ``bench.end_to_end`` (the sparsity study through the CLI with every
   driver, several minutes; not in the default set).
 """
@@ -25,6 +32,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -44,8 +52,11 @@ from jaxmarket.markets import p2p
 from jaxmarket.markets.lanes import default_block_size
 
 ROOT = Path(__file__).resolve().parents[1]
-SECTIONS = ("kernel", "layouts", "cases", "end-to-end")
-DEFAULT = ("kernel", "layouts", "cases")
+SECTIONS = ("kernel", "layouts", "cases", "outcome", "compile", "end-to-end")
+DEFAULT = ("kernel", "layouts", "cases", "outcome", "compile")
+# One core and one XLA thread for the per-core comparison with Clarabel.
+ONE_THREAD = {"XLA_FLAGS": "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1",
+              "OMP_NUM_THREADS": "1"}
 UNIT_CHARGES = GeneratorParams(charge_per_distance=1.0)
 
 
@@ -129,6 +140,21 @@ def cases(quick: bool, dtype) -> list[str]:
     return lines
 
 
+def outcome(quick: bool, dtype) -> list[str]:
+    """The outcome engine vs Clarabel in a child process pinned to one core."""
+    pin = ["taskset", "-c", "0"] if shutil.which("taskset") else []
+    child = subprocess.run([*pin, sys.executable, "-m", "bench.outcome", *["--quick"] * quick],
+                           cwd=ROOT, env=dict(os.environ, **ONE_THREAD), check=True,
+                           stdout=subprocess.PIPE, text=True)
+    return [line for line in child.stdout.splitlines() if line.startswith("|")]
+
+
+def compile_times(quick: bool, dtype) -> list[str]:
+    from bench import compile_cache
+
+    return compile_cache.measure("sweeps/sparsity.toml", compile_cache.DEFAULT_SETS)
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes; print only")
@@ -157,7 +183,22 @@ def main(argv=None) -> None:
               "balancing from rho = 1, eps = 1e-4, max_iter = 10000, continuous driver; "
               "cases/s from the best of up to three runs after the first (compiling) one",
               "- Clarabel: the centralized P2P problem of the first cases, one by one, cvxpy "
-              "model building included (median seconds per case)"])):
+              "model building included (median seconds per case)"]),
+            ("outcome", outcome, "The outcome engine vs Clarabel, one core each",
+             [f"- Pinned: `taskset -c 0` (when available), `XLA_FLAGS={ONE_THREAD['XLA_FLAGS']}`",
+              "- Random full-graph communities with unit distance charges (seed 0). Engine: "
+              "`exact` at its default `ipm_tolerance` (1e-12) through `markets.p2p.run` (driver, lanes), "
+              "whole batch; Clarabel: `clarabel.DefaultSolver` on the same reduced QP, default "
+              "settings, setup + solve timed, matrices built beforehand. Both interleaved, "
+              "minimum of 3 repeats, per case",
+              "- Objective errors relative to Clarabel at tolerances of 1e-10, on the cases "
+              "Clarabel solves; the target is 1e-8 on every case"]),
+            ("compile", compile_times, "Compilation time, cold and warm persistent cache",
+             ["- `jaxmarket sweep sweeps/sparsity.toml --set run.cases_per_cell=50`, twice, "
+              "each in a fresh process with the same empty `JAX_COMPILATION_CACHE_DIR` and a "
+              "fresh output folder; times from JAX's compilation events (`jax.monitoring`). "
+              "XLA compile = backend compile minus persistent-cache reads; tracing and "
+              "lowering are redone by JAX in every process"])):
         if name in chosen:
             lines = header(f"{title} ({backend}, {dtype.name})",
                            command + f" --only {name}", dtype, notes)

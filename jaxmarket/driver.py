@@ -79,7 +79,8 @@ class DriverOptions(NamedTuple):
 
     @property
     def checks_per_refill(self) -> int:
-        return max(1, -(-self.refill_every // self.check_every))
+        # Never more than a case may run: a lane whose case stopped only waits for the refill.
+        return max(1, -(-min(self.refill_every, self.iteration_limit) // self.check_every))
 
 
 class DriverResult(NamedTuple):

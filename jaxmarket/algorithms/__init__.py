@@ -25,6 +25,7 @@ REGISTRY = {  # name -> "module:Class" in this package
     "pcmbed": "rci:PCMBED",
     "ced": "ced:CED",
     "ced_mean": "ced:CEDMean",
+    "exact": "exact:Exact",
 }
 
 

@@ -63,6 +63,9 @@ class Algorithm(abc.ABC):
     label: ClassVar[str]  # name in reports
     markets: ClassVar[frozenset[str]]  # market kinds it solves: "p2p", "pool", "reserve"
     neighbour_lists: ClassVar[bool] = False  # runs on (B, N, D) neighbour lists too
+    # > 0: every case is finished after this many steps (a direct solver): the markets run
+    # no more, whatever max_iter, check_every and trace_every say.
+    steps: ClassVar[int] = 0
 
     eps_primal: float = hyperparameter(
         1e-4, "MW", "tolerance on the primal residual sqrt(sum_n r_n)", positive, traced=True,

@@ -65,8 +65,10 @@ def driver_options(community: Community, algorithm: Algorithm, driver: str,
     lane count from 8 on, and for every device count)."""
     check_driver(driver, "driver")
     n_cases = community.n_cases
-    base = DriverOptions(algorithm.max_iter, algorithm.check_every, algorithm.trace_every,
-                         block_size=default_block_size(community, width))
+    limits = (algorithm.max_iter, algorithm.check_every, algorithm.trace_every)
+    if algorithm.steps:  # a direct solver: its steps, checked at the end, no trace
+        limits = (algorithm.steps, algorithm.steps, 0)
+    base = DriverOptions(*limits, block_size=default_block_size(community, width))
     if driver == "blocked":
         return base
     if driver == "plain":
