@@ -52,8 +52,6 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, PartitionSpec
 
-from jaxmarket import progress
-
 
 class DriverOptions(NamedTuple):
     max_iter: int = 10_000
@@ -160,8 +158,7 @@ def _over_devices(algorithm, problem, params, waiting, options: DriverOptions
         return v.reshape((-1,) + v.shape[2:])[:n_cases]
 
     def local(problem, params, waiting):
-        result = _continuous(algorithm, problem, params, waiting, options,
-                             device=jax.lax.axis_index("cases"))
+        result = _continuous(algorithm, problem, params, waiting, options)
         return result._replace(lane_iterations=result.lane_iterations[None])
 
     cases = PartitionSpec("cases")
@@ -240,7 +237,7 @@ def _put(tree, index, values):
     return jax.tree_util.tree_map(lambda t, v: t.at[index].set(v, mode="drop"), tree, values)
 
 
-def _continuous(algorithm, problem, params, waiting, options: DriverOptions, device=0
+def _continuous(algorithm, problem, params, waiting, options: DriverOptions
                 ) -> DriverResult:
     n_cases = jax.tree_util.tree_leaves(params)[0].shape[0]
     n_queued = waiting.sum(dtype=jnp.int32)  # ``waiting`` is a prefix of the queue
@@ -312,12 +309,6 @@ def _continuous(algorithm, problem, params, waiting, options: DriverOptions, dev
         # Most rounds finish no case: skip the gathers and scatters then.
         next_case, lane, out = jax.lax.cond(finished.any(), refill, lambda f, *rest: rest,
                                             finished, next_case, lane, out)
-        # Cases finished so far (every finished case took one from the queue), for the
-        # progress display (``jaxmarket.progress``); a host callback every few rounds.
-        jax.lax.cond(rounds % progress.REPORT_EVERY_ROUNDS == 0,
-                     lambda: jax.debug.callback(progress.queue_callback, device,
-                                                next_case - n_lanes),
-                     lambda: None)
         return rounds + 1, next_case, lane, out, trace
 
     def keep_going(carry):

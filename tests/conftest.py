@@ -2,11 +2,14 @@
 
 import os
 
-import jax
-import pytest
-from hypothesis import settings
+# Tests (and the commands they start) never touch the user's persistent compilation cache.
+os.environ["JAX_ENABLE_COMPILATION_CACHE"] = "false"
 
-from jaxmarket.cases import locate
+import jax  # noqa: E402
+import pytest  # noqa: E402
+from hypothesis import settings  # noqa: E402
+
+from jaxmarket.cases import locate  # noqa: E402
 
 # The tests build float64 arrays: 64-bit mode before any of them runs (importing jaxmarket
 # changes no JAX setting).

@@ -1,8 +1,8 @@
 """The live progress display of ``jaxmarket sweep`` on stderr.
 
 It listens to ``jaxmarket.progress``: the phase of the run (generate, compile, solve,
-tabulate, write) and the cases the device loop has finished, and shows cases solved,
-cases/s and the time left. On a terminal it is a rich progress bar refreshed ten times a
+tabulate, write) of every group of chunks, and shows the phase, the cases solved (counted
+as groups finish), cases/s, the time left and the time elapsed. On a terminal it is a rich progress bar refreshed ten times a
 second; without one (a log file, a batch job) it prints one plain line every
 ``PLAIN_EVERY_S`` seconds, compilation included, so that a working run is never silent.
 """
@@ -22,7 +22,7 @@ PLAIN_EVERY_S = 5.0
 class Display:
     def __init__(self, name: str, cases: int, chunks: str, console: Console, quiet: bool = False):
         self.name, self.total, self.chunks = name, cases, chunks
-        self.phase, self.solved, self.in_queue, self.queue = "start", 0, 0, 0
+        self.phase, self.solved, self.queue = "start", 0, 0
         self.start = time.perf_counter()
         self.lock = threading.Lock()
         self.console, self.quiet = console, quiet
@@ -48,15 +48,11 @@ class Display:
     def event(self, event: dict) -> None:
         """A ``jaxmarket.progress`` event."""
         with self.lock:
-            if "phase" in event:
-                if event["phase"] == "solve":
-                    self.queue, self.in_queue = event["cases"], 0
-                elif event["phase"] == "write" and self.phase != "write":
-                    self.solved += self.queue
-                    self.queue = self.in_queue = 0
-                self.phase = event["phase"]
-            else:
-                self.in_queue = min(event["finished_in_queue"], self.queue)
+            if event["phase"] == "solve":
+                self.queue = event["cases"]
+            elif event["phase"] == "write" and self.phase != "write":
+                self.solved, self.queue = self.solved + self.queue, 0
+            self.phase = event["phase"]
         self._refresh()
 
     def chunk_written(self, chunks: str) -> None:
@@ -65,7 +61,7 @@ class Display:
         self._refresh()
 
     def status(self) -> str:
-        done = self.solved + self.in_queue
+        done = self.solved
         elapsed = time.perf_counter() - self.start
         rate = done / elapsed if done else 0.0
         left = f"{timedelta(seconds=round((self.total - done) / rate))}" if rate else "-:--:--"
@@ -75,7 +71,7 @@ class Display:
     def _refresh(self) -> None:
         if self.bar is not None:
             with self.lock:
-                self.bar.update(self.task, completed=self.solved + self.in_queue,
+                self.bar.update(self.task, completed=self.solved,
                                 status=self.status())
 
     def _tick(self) -> None:
