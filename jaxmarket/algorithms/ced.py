@@ -67,36 +67,9 @@ class Residuals(NamedTuple):
     objective: jax.Array  # (B,) sum_n c_n(p_n)
 
 
-def init(community: Community, params: CEDParams) -> CEDState:
-    zeros = jnp.zeros(community.n_cases, community.dtype)
-    return CEDState(community.a * 0, zeros, zeros)
-
-
 def _share(community: Community, params: CEDParams):
     n_active = jnp.maximum(community.active.sum(-1), 1).astype(community.dtype)
     return jnp.where(params.mean_imbalance, 1.0 / n_active, 1.0)
-
-
-def step(community: Community, params: CEDParams, state: CEDState) -> CEDState:
-    rho = params.rho[:, None]
-    share = _share(community, params)
-    anchor = state.power - (share * state.imbalance)[:, None]
-    proposal = (state.price[:, None] - community.b + rho * anchor) / (community.a + rho)
-    power = jnp.clip(proposal, community.p_min, community.p_max)  # padding: bounds 0
-    imbalance = power.sum(-1)
-    price = state.price - params.rho * share * imbalance
-    return CEDState(power, price, imbalance)
-
-
-def residuals(community: Community, params: CEDParams, previous: CEDState,
-              current: CEDState) -> Residuals:
-    change = jnp.sqrt(((current.power - previous.power) ** 2).sum(-1))
-    return Residuals(jnp.abs(current.imbalance), change,
-                     agent_costs(community, current.power).sum(-1))
-
-
-def converged(params: CEDParams, res: Residuals) -> jax.Array:
-    return (res.primal <= params.eps_primal) & (res.dual <= params.eps_dual)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -115,17 +88,28 @@ class CED(Algorithm):
                            for v in (self.rho, self.eps_primal, self.eps_dual)),
                          jnp.full(n_cases, self.mean_imbalance, bool))
 
-    def init(self, problem: Community, params: CEDParams) -> CEDState:
-        return init(problem, params)
+    def init(self, community: Community, params: CEDParams) -> CEDState:
+        zeros = jnp.zeros(community.n_cases, community.dtype)
+        return CEDState(community.a * 0, zeros, zeros)
 
-    def step(self, problem: Community, params: CEDParams, state: CEDState) -> CEDState:
-        return step(problem, params, state)
+    def step(self, community: Community, params: CEDParams, state: CEDState) -> CEDState:
+        rho = params.rho[:, None]
+        share = _share(community, params)
+        anchor = state.power - (share * state.imbalance)[:, None]
+        proposal = (state.price[:, None] - community.b + rho * anchor) / (community.a + rho)
+        power = jnp.clip(proposal, community.p_min, community.p_max)  # padding: bounds 0
+        imbalance = power.sum(-1)
+        price = state.price - params.rho * share * imbalance
+        return CEDState(power, price, imbalance)
 
-    def residuals(self, problem, params, previous, current) -> Residuals:
-        return residuals(problem, params, previous, current)
+    def residuals(self, community: Community, params: CEDParams, previous: CEDState,
+                  current: CEDState) -> Residuals:
+        change = jnp.sqrt(((current.power - previous.power) ** 2).sum(-1))
+        return Residuals(jnp.abs(current.imbalance), change,
+                         agent_costs(community, current.power).sum(-1))
 
     def converged(self, params: CEDParams, res: Residuals) -> jax.Array:
-        return converged(params, res)
+        return (res.primal <= params.eps_primal) & (res.dual <= params.eps_dual)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -105,12 +105,6 @@ def _swap(m):
     return jnp.swapaxes(m, -1, -2)
 
 
-def init(community: Community, params: RCIParams) -> RCIState:
-    zeros = jnp.zeros_like(community.charge)
-    return RCIState(zeros, zeros, community.a * 0, community.a * 0,
-                    jnp.zeros(community.n_cases, jnp.int32))
-
-
 def _per_case(schedule, count, dtype):
     """A schedule's value as a (B, 1) column, whether it returns a scalar or (B,)."""
     return jnp.broadcast_to(schedule(count), count.shape).astype(dtype)[:, None]
@@ -137,51 +131,6 @@ def _reciprocal_box(community: Community):
     """Bounds of p_nm that both ends accept: ``[max(lo_nm, -hi_mn), min(hi_nm, -lo_mn)]``."""
     return (jnp.maximum(community.trade_min, -community.trade_max.mT),
             jnp.minimum(community.trade_max, -community.trade_min.mT))
-
-
-def step(sequences: Sequences, central_node: bool, community: Community, params: RCIParams,
-         state: RCIState) -> RCIState:
-    dtype = community.dtype
-    alpha, beta, eta, delta = (_per_case(s, state.count, dtype) for s in sequences)
-    edges = community.edges
-    trades = state.trades
-    if central_node:
-        base = 0.5 * (trades - trades.mT)  # z_nm, reciprocal by construction
-        innovation = 0.5 * (trades + trades.mT)  # p_nm - z_nm, written symmetrically
-    else:
-        base = trades
-        innovation = trades + trades.mT
-    prices = (state.prices - beta[..., None] * (state.prices - state.prices.mT)
-              - alpha[..., None] * innovation)
-    prices = jnp.where(edges, prices, 0.0)
-
-    power = base.sum(-1)
-    upper = jax.nn.relu(state.upper_dual + eta * (power - community.p_max))
-    lower = jax.nn.relu(state.lower_dual + eta * (community.p_min - power))
-
-    weights = jnp.where(edges, jnp.abs(base) + delta[..., None], 0.0)
-    total = weights.sum(-1, keepdims=True)
-    gains = weights / jnp.where(total > 0, total, 1.0)  # isolated agents: no trades
-    value = prices - community.charge - upper[..., None] + lower[..., None]
-    previous_value = (state.prices - community.charge - state.upper_dual[..., None]
-                      + state.lower_dual[..., None])
-    proposal = base + gains * _desired_change(community, value, previous_value, power)
-    trades = jnp.clip(proposal, *_reciprocal_box(community))
-    return RCIState(trades, prices, upper, lower, state.count + 1)
-
-
-def residuals(community: Community, params: RCIParams, previous: RCIState,
-              current: RCIState) -> Residuals:
-    primal, dual = residual_norms(previous.trades, current.trades, _swap)
-    return Residuals(primal, dual, p2p_objective(community, current.trades),
-                     jnp.abs(current.prices - previous.prices).sum((-1, -2)),
-                     jnp.abs(current.trades - previous.trades).sum((-1, -2)))
-
-
-def converged(params: RCIParams, res: Residuals) -> jax.Array:
-    """Thesis rule and ADMM rule (either switched off by infinite tolerances)."""
-    thesis = (res.price_change <= params.eps_price) & (res.power_change <= params.eps_power)
-    return thesis & (res.primal <= params.eps_primal) & (res.dual <= params.eps_dual)
 
 
 def _sequence(value, field):
@@ -261,17 +210,51 @@ class RCI(Algorithm):
         values = (self.eps_price, self.eps_power, self.eps_primal, self.eps_dual)
         return RCIParams(*(jnp.full(n_cases, v, dtype) for v in values))
 
-    def init(self, problem: Community, params: RCIParams) -> RCIState:
-        return init(problem, params)
+    def init(self, community: Community, params: RCIParams) -> RCIState:
+        zeros = jnp.zeros_like(community.charge)
+        return RCIState(zeros, zeros, community.a * 0, community.a * 0,
+                        jnp.zeros(community.n_cases, jnp.int32))
 
-    def step(self, problem: Community, params: RCIParams, state: RCIState) -> RCIState:
-        return step(self.sequences, self.central_node, problem, params, state)
+    def step(self, community: Community, params: RCIParams, state: RCIState) -> RCIState:
+        dtype = community.dtype
+        alpha, beta, eta, delta = (_per_case(s, state.count, dtype) for s in self.sequences)
+        edges = community.edges
+        trades = state.trades
+        if self.central_node:
+            base = 0.5 * (trades - trades.mT)  # z_nm, reciprocal by construction
+            innovation = 0.5 * (trades + trades.mT)  # p_nm - z_nm, written symmetrically
+        else:
+            base = trades
+            innovation = trades + trades.mT
+        prices = (state.prices - beta[..., None] * (state.prices - state.prices.mT)
+                  - alpha[..., None] * innovation)
+        prices = jnp.where(edges, prices, 0.0)
 
-    def residuals(self, problem, params, previous, current) -> Residuals:
-        return residuals(problem, params, previous, current)
+        power = base.sum(-1)
+        upper = jax.nn.relu(state.upper_dual + eta * (power - community.p_max))
+        lower = jax.nn.relu(state.lower_dual + eta * (community.p_min - power))
+
+        weights = jnp.where(edges, jnp.abs(base) + delta[..., None], 0.0)
+        total = weights.sum(-1, keepdims=True)
+        gains = weights / jnp.where(total > 0, total, 1.0)  # isolated agents: no trades
+        value = prices - community.charge - upper[..., None] + lower[..., None]
+        previous_value = (state.prices - community.charge - state.upper_dual[..., None]
+                          + state.lower_dual[..., None])
+        proposal = base + gains * _desired_change(community, value, previous_value, power)
+        trades = jnp.clip(proposal, *_reciprocal_box(community))
+        return RCIState(trades, prices, upper, lower, state.count + 1)
+
+    def residuals(self, community: Community, params: RCIParams, previous: RCIState,
+                  current: RCIState) -> Residuals:
+        primal, dual = residual_norms(previous.trades, current.trades, _swap)
+        return Residuals(primal, dual, p2p_objective(community, current.trades),
+                         jnp.abs(current.prices - previous.prices).sum((-1, -2)),
+                         jnp.abs(current.trades - previous.trades).sum((-1, -2)))
 
     def converged(self, params: RCIParams, res: Residuals) -> jax.Array:
-        return converged(params, res)
+        """Thesis rule and ADMM rule (either switched off by infinite tolerances)."""
+        thesis = (res.price_change <= params.eps_price) & (res.power_change <= params.eps_power)
+        return thesis & (res.primal <= params.eps_primal) & (res.dual <= params.eps_dual)
 
 
 @dataclasses.dataclass(frozen=True)
