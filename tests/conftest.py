@@ -1,5 +1,6 @@
 """Shared fixtures. Test data are the package's own cases (``jaxmarket.cases``)."""
 
+import gc
 import os
 
 # Tests (and the commands they start) never touch the user's persistent compilation cache.
@@ -22,6 +23,16 @@ DATA = locate("new_england").parent  # the packaged cases
 settings.register_profile("ci", derandomize=True, print_blob=True)
 if os.environ.get("CI"):
     settings.load_profile("ci")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _release_compiled_programs():
+    """Free the programs a test module compiled once it is done: one process compiling the
+    whole suite's programs kept thousands of executables (and their memory maps) alive and
+    crashed inside XLA late in the run."""
+    yield
+    jax.clear_caches()
+    gc.collect()
 
 
 @pytest.fixture(scope="session")

@@ -43,7 +43,16 @@ def community():
     return random_batch(3, 6, sizes=(4, 10), charges=False)
 
 
-@pytest.mark.parametrize("algorithm", sorted(algorithms.names()))
+ITERATIVE = sorted(name for name in algorithms.names() if not algorithms.get(name).steps)
+
+
+def test_a_direct_solver_has_no_trace(community):
+    result = markets.solve(community, algorithms.build(dict(algorithm="exact", trace_every=20)))
+    assert result.trace is None and np.all(result.rows["iterations"] == 1)
+    assert np.all(np.isnan(result.rows["iterations_to_gap_e4"]))
+
+
+@pytest.mark.parametrize("algorithm", ITERATIVE)
 def test_columns_follow_the_gap_trace(community, algorithm):
     """The long trace's gap is |objective - reference| / max(1, |reference|) of the row's
     reference, and each column is the first traced iteration of the final run of gaps
