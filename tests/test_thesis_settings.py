@@ -37,9 +37,10 @@ def test_admm_with_uniform_charges_matches_clarabel():
 
 def test_studies_written_before_keep_their_config_hash():
     # Hashes of the study files as they were before charge families and tunings existed.
-    before = {"layouts": "2767921590b327a2", "network_fees": "fc9bcc3f1a70072d",
-              "quickstart": "1452f53ab8a7b998", "uncertainty": "a840a6b9e6c521d7",
-              "algorithms": "db825229db7d6c75"}
+    # Studies over a case file are left out on purpose: their hash covers the case file's
+    # SHA-256 since the integrity work (docs/design.md), so it changed then, by design.
+    before = {"layouts": "2767921590b327a2", "quickstart": "1452f53ab8a7b998",
+              "uncertainty": "a840a6b9e6c521d7", "algorithms": "db825229db7d6c75"}
     for name, digest in before.items():
         assert load_study(f"sweeps/{name}.toml").config_hash == digest, name
     # The distance-charge sparsity study is the former sweeps/sparsity.toml, renamed.
