@@ -99,3 +99,21 @@ def test_solve_takes_the_tuning_flag(tmp_path):
     assert row["tuning"] == "reference_2018" and row["eps_price"] == row["eps_primal"] == 1e-3
     assert (row["alpha_c"], row["alpha_p"], row["eta_p"], row["delta_c"], row["delta_p"]) == (
         0.01, 0.0, 0.01, 2.0, 0.0)
+
+
+def test_pcmbed_with_the_2018_tuning_settles_on_new_england(tmp_path):
+    """The published loop's setting: `solve` allows it the iterations it needs (about 19 400)
+    and every trade price ends within 0.05 EUR/MWh of the pool price."""
+    import pyarrow.parquet as pq
+    from typer.testing import CliRunner
+
+    from jaxmarket.cli.solve import app
+
+    out = tmp_path / "row.parquet"
+    result = CliRunner().invoke(app, ["new_england", "--algorithm", "pcmbed", "--tuning",
+                                      "reference_2018", "--tol", "1e-3", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    row = pq.read_table(out).to_pylist()[0]
+    assert row["converged"] and 10_000 < row["iterations"] < 100_000
+    assert abs(row["price_min"] - row["pool_price"]) <= 0.05
+    assert abs(row["price_max"] - row["pool_price"]) <= 0.05

@@ -2,7 +2,9 @@
 
 The solver options are the fields of the registered algorithms (``jaxmarket.algorithms``):
 one flag per field, ``--rho``, ``--eps-primal``, ``--alpha C P``..., whose default is the
-chosen algorithm's own. ``--tol`` sets every stopping tolerance of the chosen algorithm.
+chosen algorithm's own, except the iteration limit: one case is cheap and RCI-type
+negotiations need 10^4-10^5 iterations, so ``solve`` allows ``SOLVE_MAX_ITER`` unless
+``--max-iter`` says otherwise. ``--tol`` sets every stopping tolerance of the chosen algorithm.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ import typer
 from jaxmarket import algorithms
 from jaxmarket.cli.common import setup_jax, user_errors
 from jaxmarket.errors import InputError
+
+SOLVE_MAX_ITER = 100_000  # iterations
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None)
 
@@ -33,6 +37,7 @@ def _solver_options() -> list[inspect.Parameter]:
         annotation = Optional[tuple[float, float]] if pair else Optional[type(field.default)]
         unit = field.metadata["unit"]
         default = "from --tuning" if field.default is None else field.default
+        default = SOLVE_MAX_ITER if key == "max_iter" else default
         help_ = f"{field.metadata['description']} [{unit}; default {default}]"
         parameters.append(inspect.Parameter(key, inspect.Parameter.KEYWORD_ONLY, annotation=annotation,
                                             default=typer.Option(None, _flag(key), help=help_)))
@@ -73,7 +78,7 @@ def solve(case_file: Path, algorithm: str, tol: Optional[float], policy: str, fe
         from jaxmarket.study.store import environment, write_table
 
         chosen = algorithms.get(text(algorithm, "--algorithm", choices=algorithms.names()))
-        values = {key: v for key, v in solver.items() if v is not None}
+        values = {"max_iter": SOLVE_MAX_ITER} | {key: v for key, v in solver.items() if v is not None}
         if tol is not None:
             number(tol, "--tol", gt=0)
             values.update({f.name: tol for f in chosen.declarations() if f.metadata["tolerance"]})
