@@ -90,12 +90,16 @@ def apply_policy(community: Community, grid: Grid, policy: str, fee) -> Communit
     return community._replace(charge=charge_matrix(community, grid.weight[policy], fee))
 
 
-def grid_outcome(grid: Grid, trades) -> dict[str, np.ndarray]:
-    """Grid columns of every case from the cleared trades ``(B, N, N)``: DC line loadings
-    (mean and max over lines, overloaded lines, flow of the most loaded line), and the
-    volume traded between zones (``sum |p_nm| / 2`` over inter-zone pairs, MW)."""
+def grid_outcome(grid: Grid, trades, injections=None) -> dict[str, np.ndarray]:
+    """Grid columns of every case: DC line loadings of the agents' net injections
+    ``(B, N)`` (mean and max over lines, overloaded lines, flow of the most loaded line;
+    ``injections`` default to the trades' sums ``sum_m p_nm``, the injections of a P2P
+    market; a pool dispatch has no trades and gives its own), and the volume traded
+    between zones (``sum |p_nm| / 2`` over inter-zone pairs of the trades ``(B, N, N)``,
+    MW; 0 for a pool dispatch, which clears without bilateral trades)."""
     trades = jnp.asarray(trades, jnp.float64)
-    loading = loadings(grid.network, line_flows(grid.network, trades))
+    injections = trades.sum(-1) if injections is None else jnp.asarray(injections, jnp.float64)
+    loading = loadings(grid.network, line_flows(grid.network, injections))
     inter = jnp.where(grid.inter_zone, jnp.abs(trades), 0.0).sum((-1, -2)) / 2
     names = np.array(grid.network.line_names())
     most = np.asarray(loading.argmax(-1))

@@ -98,6 +98,57 @@ def make_community(a, b, p_min, p_max, edges, charge=None, x=None, y=None, activ
     )
 
 
+# How far past the price spread over a_n an agent's power may reach before its bound
+# stops being its scale (``reach``): a margin, so that ordinary cases keep their bounds.
+REACH_MARGIN = 10.0
+
+
+def reach(c: Community):
+    """The largest power an agent of every case can move within the case's prices (MW; 0
+    where no agent has a bound). An optimal injection makes the agent's marginal cost
+    a_n p_n + b_n a market price, and market prices lie within the spread of the agents'
+    b plus twice the largest charge: ``REACH_MARGIN`` times that spread over a_n bounds
+    |p_n|, and so does the agent's bound. Reductions run over the trailing agent axes
+    only (one case, or a batch); maxima are exact, so the value never depends on the batch.
+    """
+    trade = c.edges & c.active[..., :, None] & c.active[..., None, :]
+    bound = jnp.where(c.active, jnp.maximum(jnp.abs(c.p_min), jnp.abs(c.p_max)), 0.0)
+    b_max = jnp.max(jnp.where(c.active, c.b, -jnp.inf), axis=-1)
+    b_min = jnp.min(jnp.where(c.active, c.b, jnp.inf), axis=-1)
+    charge = jnp.max(jnp.abs(jnp.where(trade, c.charge, 0.0)), axis=(-2, -1))
+    spread = jnp.where(jnp.isfinite(b_max - b_min), b_max - b_min, 0.0) + 2 * charge
+    curved = c.active & (c.a > 0)
+    move = REACH_MARGIN * spread[..., None] / jnp.where(curved, c.a, 1.0)
+    return jnp.max(jnp.where(curved, jnp.minimum(bound, move), bound), axis=-1)
+
+
+def scales(c: Community):
+    """Power (MW) and price (EUR/MWh) scales of every case: what the stopping tolerances
+    and the optimality gap measure "small" against (docs/stopping.md, "Scale").
+
+    Power: the largest bound of an agent or trade, but no more than ``reach``, so that
+    bounds far beyond the power the prices can move (1e6 times the traded power) do not
+    set it. Price: the largest |b|, a_n times the power scale, or |charge|. Either is 1
+    where it would be 0. The exact reference scales its cases the same way.
+    """
+    trade = c.edges & c.active[..., :, None] & c.active[..., None, :]
+    bound = jnp.where(c.active, jnp.maximum(jnp.abs(c.p_min), jnp.abs(c.p_max)), 0.0)
+    trade_bound = jnp.where(trade, jnp.maximum(jnp.abs(c.trade_min), jnp.abs(c.trade_max)), 0.0)
+    power = jnp.maximum(bound.max(-1), trade_bound.max((-2, -1)))
+    power = within_reach(power, reach(c))
+    price = jnp.maximum(
+        jnp.abs(jnp.where(c.active, c.b, 0.0)).max(-1),
+        (jnp.where(c.active, c.a, 0.0) * power[..., None]).max(-1))
+    price = jnp.maximum(price, jnp.abs(jnp.where(trade, c.charge, 0.0)).max((-2, -1)))
+    return power, jnp.where(price > 0, price, 1.0)
+
+
+def within_reach(power, reach):
+    """A power scale no larger than the reach (where there is one), 1 where it is 0."""
+    power = jnp.where(reach > 0, jnp.minimum(power, reach), power)
+    return jnp.where(power > 0, power, 1.0)
+
+
 def astype(community: Community, dtype) -> Community:
     """Cast every floating field to ``dtype`` (float32 is an explicit, measured option)."""
     return jax.tree_util.tree_map(

@@ -32,7 +32,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from jaxmarket.community import Community, consumers, intermediaries
+from jaxmarket.community import Community, consumers, intermediaries, scales
 
 
 def agent_costs(community: Community, power):
@@ -136,7 +136,22 @@ def unsupplied_consumers(community: Community):
     return jnp.where(count > 0, (buyers & ~reached).sum(-1) / jnp.maximum(count, 1), jnp.nan)
 
 
-def optimality_gap(value, reference):
-    """|obj - obj*| / max(1, |obj*|) (SPEC section 5)."""
-    return jnp.abs(value - reference) / jnp.maximum(1.0, jnp.abs(reference))
+# The gap's floor as a share of the case's cost scale (power scale x price scale).
+GAP_FLOOR_SHARE = 1e-3
+
+
+def gap_floor(community: Community):
+    """(B,) the floor of the optimality gap's denominator: 1 EUR/h (SPEC section 5), or
+    ``GAP_FLOOR_SHARE`` of the case's cost scale (its power scale times its price scale,
+    ``community.scales``) where that is smaller, so that a case whose costs are all tiny
+    is not measured in EUR/h. Generated cases have cost scales above 1e3 EUR/h: their
+    floor stays 1."""
+    power, price = scales(community)
+    return jnp.minimum(1.0, GAP_FLOOR_SHARE * power * price)
+
+
+def optimality_gap(value, reference, floor):
+    """|obj - obj*| / max(floor, |obj*|) (SPEC section 5: floor 1; ``gap_floor``). NaN where
+    the reference is not finite (its ``reference_converged`` is then False)."""
+    return jnp.abs(value - reference) / jnp.maximum(floor, jnp.abs(reference))
 

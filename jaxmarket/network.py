@@ -160,12 +160,12 @@ def zones_crossed(network: Network, predecessors: np.ndarray) -> np.ndarray:
     return crossed
 
 
-def line_flows(network: Network, trades):
-    """(B, L) DC flows in MW of the cleared trades ``(B, N, N)``: PTDF times the agents'
-    net injections summed per bus."""
+def line_flows(network: Network, injections):
+    """(B, L) DC flows in MW of the agents' net injections ``(B, N)``: PTDF times the
+    injections summed per bus."""
     to_bus = np.zeros((len(network.agent_bus), len(network.bus_ids)))
     to_bus[np.arange(len(network.agent_bus)), network.agent_bus] = 1.0
-    injection = jnp.asarray(trades).sum(-1) @ to_bus
+    injection = jnp.asarray(injections) @ to_bus
     return injection @ network.ptdf.T
 
 

@@ -40,9 +40,11 @@ to about 1e-7 in nearly degenerate cases (an agent that would sit just at a boun
 
 Variables whose box has zero width (trades forced to 0 by the sign constraints between
 two producers, padding agents, agents with p_min = p_max) are fixed and left out of the
-Newton system. Each case is scaled (powers by its largest bound, prices by its largest
-marginal cost) so that the tolerance means the same for every case. Bounds must be finite.
-The solver always runs in float64.
+Newton system. Each case is scaled (powers by its largest bound, or by the power its
+prices can move where the bounds are far larger: ``community.reach``; prices by its
+largest marginal cost) so that the tolerance means the same for every case. A case whose
+solution or objective is not finite (bounds so large that costs overflow) is not
+converged. The solver always runs in float64.
 """
 
 from __future__ import annotations
@@ -52,7 +54,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from jaxmarket.community import Community, astype
+from jaxmarket.community import Community, astype, reach, within_reach
 
 # Floor on the Newton curvature of a trade (scaled units). A trade strictly inside its box
 # has zero cost curvature and a barrier curvature that vanishes with the gap; the floor
@@ -245,7 +247,7 @@ def _scale(c):
     consistent = jnp.all(x_lo <= x_hi) & jnp.all(p_lo <= p_hi)
 
     power = jnp.max(jnp.abs(jnp.concatenate([p_lo, p_hi, x_lo.ravel(), x_hi.ravel()])))
-    power = jnp.where(power > 0, power, 1.0)
+    power = within_reach(power, reach(c))
     price = jnp.max(jnp.abs(jnp.concatenate([b, a * power, cost.ravel()])))
     price = jnp.where(price > 0, price, 1.0)
     problem = _Problem(
@@ -291,7 +293,9 @@ def _solve_case(case: Community, tol, max_iterations, eta) -> ReferenceSolution:
         case.charge * trades).sum()
     return ReferenceSolution(
         objective=objective, p=p, trades=trades, price=point.mu * price,
-        iterations=iterations, converged=done(measures) & consistent,
+        iterations=iterations,
+        converged=done(measures) & consistent & jnp.isfinite(objective)
+        & jnp.all(jnp.isfinite(p)) & jnp.all(jnp.isfinite(point.mu * price)),
         gap=measures.gap * power * price,
         primal_residual=jnp.max(jnp.abs(p - trades.sum(axis=1))),
         dual_residual=measures.dual * price)

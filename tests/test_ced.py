@@ -13,7 +13,7 @@ from jaxmarket.algorithms.ced import CED, CEDMean
 from jaxmarket.community import concatenate
 from jaxmarket.driver import DriverOptions, iterate
 from jaxmarket.markets.rows import GAP_THRESHOLDS
-from jaxmarket.metrics import market_metrics, optimality_gap
+from jaxmarket.metrics import gap_floor, market_metrics, optimality_gap
 from jaxmarket.pool import pool_dispatch
 
 EPS = 1e-7
@@ -46,7 +46,8 @@ def test_price_and_dispatch_are_the_pool_ones(batch, variant):
     price = np.asarray(pool.price)
     np.testing.assert_allclose(np.asarray(result.state.price), price, rtol=0,
                                atol=1e-5 * np.abs(price).max())
-    gaps = np.asarray(optimality_gap(result.residuals.objective, pool.objective))
+    gaps = np.asarray(optimality_gap(result.residuals.objective, pool.objective,
+                                     gap_floor(community)))
     assert gaps.max() <= 1e-8
     power = np.asarray(result.state.power)
     assert np.all(np.abs(power.sum(-1)) <= EPS)

@@ -16,8 +16,8 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from conftest import DATA
-from oracle import clarabel_p2p
-from jaxmarket import markets
+from oracle import clarabel_p2p, clarabel_pool
+from jaxmarket import algorithms, markets
 from jaxmarket.algorithms.admm import ConsensusADMM
 from jaxmarket.case import parse_case, perturbed_costs
 from jaxmarket.charges import POLICIES, apply_policy, grid_outcome, load_grid_case
@@ -185,6 +185,27 @@ def test_free_dispatch_overloads_only_line_16_19(new_england_grid):
     assert columns["overloaded_lines"][0] == 1 and columns["most_loaded_line"][0] == "16-19"
     assert columns["max_loading"][0] == pytest.approx(loading.max(), rel=1e-6)
     assert columns["mean_loading"][0] == pytest.approx(loading.mean(), rel=1e-6)
+
+
+@pytest.mark.parametrize("algorithm", ["ced_mean"])  # the thesis form (ced) oscillates here
+def test_pool_dispatch_loads_the_grid_with_its_injections(new_england_grid, algorithm):
+    """A pool dispatch has no trades (its trades table is all zeros): its line loadings come
+    from its injections. Once 0 % while the dispatch overloads line 16-19 at 130.5 %."""
+    case, grid = new_england_grid.case, new_england_grid.grid
+    doc = json.loads(NEW_ENGLAND.read_text())
+    ids = [bus["id"] for bus in doc["buses"]]
+    injection = np.zeros(len(ids))
+    np.add.at(injection, [ids.index(b) for b in case.meta["agent_bus"]],
+              clarabel_pool(case.community, 0)["p"])
+    loading = np.abs(direct_dc_flows(doc, injection)) / np.array(
+        [b["rate_a"] for b in doc["branches"]])
+    result = markets.solve(case.community, algorithms.get(algorithm)())
+    assert np.asarray(result.rows["converged"]).all()
+    columns = grid_outcome(grid, result.trades, result.injections)
+    assert columns["most_loaded_line"][0] == "16-19" and columns["overloaded_lines"][0] == 1
+    assert columns["max_loading"][0] == pytest.approx(loading.max(), rel=1e-4)
+    assert columns["mean_loading"][0] == pytest.approx(loading.mean(), rel=1e-4)
+    assert columns["inter_zone_traded"][0] == 0  # no bilateral trades
 
 
 @pytest.mark.parametrize("policy", POLICIES)

@@ -180,6 +180,11 @@ class ConsensusADMM(Algorithm):
     # The local update of the market solved (not a study key: the market sets it).
     local: Any = dataclasses.field(default=TradeUpdate(), metadata={"component": True})
 
+    penalised: ClassVar[tuple[str, ...]] = ("eps_dual", "eps_local_dual")
+
+    def relative_tolerances(self) -> tuple[str, ...]:
+        return ("eps_local_primal", "eps_local_dual") if self.eps_local_scale == "relative" else ()
+
     @property
     def local_rule(self) -> bool:
         return self.stopping != "global"

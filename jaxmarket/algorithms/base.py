@@ -26,6 +26,9 @@ import dataclasses
 from functools import partial
 from typing import Any, ClassVar
 
+import jax.numpy as jnp
+
+from jaxmarket.community import scales
 from jaxmarket.schema import integer, number
 
 # The iteration counter is int32 and max_iter is rounded up to a multiple of check_every:
@@ -66,6 +69,9 @@ class Algorithm(abc.ABC):
     # > 0: every case is finished after this many steps (a direct solver): the markets run
     # no more, whatever max_iter, check_every and trace_every say.
     steps: ClassVar[int] = 0
+    # Tolerances on a change of power per iteration under the penalty rho: such a change
+    # leaves a price error of up to rho times it (docs/stopping.md, "Scale").
+    penalised: ClassVar[tuple[str, ...]] = ()
 
     eps_primal: float = hyperparameter(
         1e-4, "MW", "tolerance on the primal residual sqrt(sum_n r_n)", positive, traced=True,
@@ -103,6 +109,33 @@ class Algorithm(abc.ABC):
         """Whether this instance may run on neighbour lists (its class may, and its options
         allow it)."""
         return self.neighbour_lists
+
+    def relative_tolerances(self) -> tuple[str, ...]:
+        """Tolerances given as fractions of an agent's size (already scale-aware)."""
+        return ()
+
+    def case_params(self, params, community):
+        """``params`` with every case's stopping tolerances made scale-aware
+        (docs/stopping.md, "Scale"): a tolerance in MW is a fraction of the case's power
+        scale P where P < 1 MW, one in EUR/MWh a fraction of its price scale where that is
+        below 1 EUR/MWh, and a tolerance on a change of power under the penalty rho is
+        also at most the share pi / rho of it (the price error rho times the change must
+        stay a fraction of the price scale pi). Cases at ordinary scales keep their
+        tolerances bit for bit (every factor is 1)."""
+        power, price = scales(community)
+        one = jnp.ones_like(power)
+        factors = {}
+        for f in self.declarations():
+            value = getattr(params, f.name, None)
+            if not f.metadata["tolerance"] or value is None:
+                continue
+            relative = f.name in self.relative_tolerances()
+            factor = {"MW": one if relative else jnp.minimum(one, power),
+                      "EUR/MWh": jnp.minimum(one, price)}.get(f.metadata["unit"], one)
+            if f.name in self.penalised and "rho" in params._fields:
+                factor = jnp.minimum(factor, price / params.rho)
+            factors[f.name] = value * factor.astype(value.dtype)
+        return params._replace(**factors)
 
     def traced(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in self.declarations()

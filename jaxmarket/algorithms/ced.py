@@ -81,6 +81,8 @@ class CED(Algorithm):
     markets: ClassVar[frozenset[str]] = frozenset({"pool"})
     mean_imbalance: ClassVar[bool] = False
 
+    penalised: ClassVar[tuple[str, ...]] = ("eps_dual",)
+
     rho: float = penalty("ADMM penalty rho of the community manager's exchange")
 
     def params(self, n_cases: int, dtype) -> CEDParams:

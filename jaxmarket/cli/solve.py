@@ -95,7 +95,7 @@ def solve(case_file: Path, algorithm: str, tol: Optional[float], policy: str, fe
     start = time.perf_counter()
     result = jax.block_until_ready(solve_market(community, options))
     elapsed = time.perf_counter() - start
-    columns = {**result.rows, **(grid_outcome(grid, result.trades) if grid is not None else {})}
+    columns = {**result.rows, **(grid_outcome(grid, result.trades, result.injections) if grid is not None else {})}
     row = {key: np.asarray(value)[0].item() for key, value in columns.items()}
     typer.echo(
         f"{case.name}: {options.name}, {row['iterations']} iterations, converged {row['converged']}\n"

@@ -180,11 +180,13 @@ COLUMNS: tuple[Column, ...] = (
             "objective of the exact float64 reference: the centralized P2P problem (P2P), "
             "the exact pool dispatch (pool)"),
     _column("reference_converged", "bool", "n/a", MARKET,
-            "the reference is valid: the centralized P2P solve met its tolerances (P2P), "
-            "the pool price is finite (pool)"),
+            "the reference is valid: the centralized P2P solve met its tolerances and is "
+            "finite (P2P), the pool price is finite (pool)"),
     _column("optimality_gap", "float", "1", STOPPING + " trace",
-            "|objective - reference_objective| relative to max(1, |reference_objective|), "
-            "each against its own problem; trace: of the traced objective; NaN (reserve)"),
+            "|objective - reference_objective| relative to max(1, |reference_objective|) (the "
+            "floor 1e-3 of the case's cost scale where that is below 1 EUR/h: "
+            "docs/stopping.md), each against its own problem; trace: of the traced "
+            "objective; NaN (reserve, or a reference that is not finite)"),
     _column("pool_price", "float", "EUR/MWh", MARKET,
             "uniform price of the exact pool dispatch (float64); NaN when infeasible or "
             "undefined"),

@@ -26,7 +26,7 @@ from jaxmarket.community import Community, astype, take
 from jaxmarket.driver import DriverResult, iterate
 from jaxmarket.markets.lanes import driver_options, neighbour_widths
 from jaxmarket.markets.rows import BatchResult, driver_columns, with_gap_columns
-from jaxmarket.metrics import market_metrics, optimality_gap
+from jaxmarket.metrics import gap_floor, market_metrics, optimality_gap
 from jaxmarket.pool import pool_dispatch
 from jaxmarket.reference import solve_reference
 
@@ -55,7 +55,7 @@ def _run_layout(community: Community, algorithm: Algorithm, driver: str, width: 
                 queued: int | None = None) -> DriverResult:
     """The algorithm on the dense layout (``width`` 0) or on neighbour lists of ``width``,
     on every case or on the first ``queued`` ones."""
-    params = algorithm.params(community.n_cases, community.dtype)
+    params = algorithm.case_params(algorithm.params(community.n_cases, community.dtype), community)
     problem = neighbours.neighbour_lists(community, width) if width else community
     # ``queued`` is always traced: a layout's program serves split and unsplit batches.
     result = iterate(algorithm.static(), problem, params,
@@ -80,13 +80,14 @@ def tabulate(community: Community, algorithm: Algorithm, result: DriverResult) -
     if getattr(result.state, "stopping", None) is not None:  # a local stopping rule
         metrics.update(local_stopping.columns(exact, result.state.stopping, result.iterations))
     reference = solve_reference(exact)
+    gap = gap_floor(exact)
     rows = {
         **driver_columns(result),
         **metrics,
         "reference_objective": reference.objective,
         "reference_converged": reference.converged,
-        "optimality_gap": optimality_gap(metrics["objective"], reference.objective),
+        "optimality_gap": optimality_gap(metrics["objective"], reference.objective, gap),
         "pool_price": pool_dispatch(exact).price,
     }
-    rows, trace = with_gap_columns(rows, result, reference.objective, algorithm.trace_every)
+    rows, trace = with_gap_columns(rows, result, reference.objective, gap, algorithm.trace_every)
     return BatchResult(rows, trace, trades, prices)

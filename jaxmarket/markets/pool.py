@@ -20,7 +20,7 @@ from jaxmarket.community import Community, astype
 from jaxmarket.driver import DriverResult
 from jaxmarket.markets.p2p import run
 from jaxmarket.markets.rows import BatchResult, driver_columns, with_gap_columns
-from jaxmarket.metrics import agent_costs, market_metrics, optimality_gap
+from jaxmarket.metrics import agent_costs, gap_floor, market_metrics, optimality_gap
 from jaxmarket.pool import pool_dispatch
 
 __all__ = ["run", "tabulate"]
@@ -30,6 +30,7 @@ def tabulate(community: Community, algorithm: Algorithm, result: DriverResult) -
     """One row per case, compared with the exact pool dispatch (float64)."""
     exact = astype(community, jnp.float64)
     pool = pool_dispatch(exact)
+    gap = gap_floor(exact)
     floor = jnp.full(community.n_cases, algorithm.eps_primal, jnp.float64)
     state = jax.tree_util.tree_map(lambda v: v.astype(jnp.float64), result.state)
     metrics, trades, prices = market_outcome(exact, state, result.iterations, floor)
@@ -38,11 +39,11 @@ def tabulate(community: Community, algorithm: Algorithm, result: DriverResult) -
         **metrics,
         "reference_objective": pool.objective,
         "reference_converged": jnp.isfinite(pool.price),
-        "optimality_gap": optimality_gap(metrics["objective"], pool.objective),
+        "optimality_gap": optimality_gap(metrics["objective"], pool.objective, gap),
         "pool_price": pool.price,
     }
-    rows, trace = with_gap_columns(rows, result, pool.objective, algorithm.trace_every)
-    return BatchResult(rows, trace, trades, prices)
+    rows, trace = with_gap_columns(rows, result, pool.objective, gap, algorithm.trace_every)
+    return BatchResult(rows, trace, trades, prices, jnp.where(exact.active, state.power, 0.0))
 
 
 @jax.jit

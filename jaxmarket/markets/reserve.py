@@ -92,7 +92,8 @@ def run(community: Community, params: ReserveStudyParams, seed: int, case_indice
     check_algorithm(algorithm)
     market, forecast, keys, local = build_market(community, seed, case_indices, params)
     algorithm = dataclasses.replace(algorithm, local=reserve.ReserveUpdate(), trace_every=0)
-    solver = algorithm.params(community.n_cases, community.dtype)
+    solver = algorithm.case_params(algorithm.params(community.n_cases, community.dtype),
+                                   community)
     return ReserveRun(market, forecast, keys, local,
                       iterate(algorithm.static(), market, solver,
                               driver_options(community, algorithm, driver)))

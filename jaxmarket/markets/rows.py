@@ -30,7 +30,9 @@ class BatchResult(NamedTuple):
     trace: dict[str, np.ndarray] | None  # long format: case, iteration, residuals
     trades: jax.Array  # (B, N, N) p_nm, what n sells to m
     prices: jax.Array  # (B, N, N) trade price lambda_nm
-    # Pool algorithms (CED) have no trades: zero trades, the uniform price on every edge.
+    # Pool algorithms (CED) have no trades: zero trades, the uniform price on every edge,
+    # and their dispatch here; None: the injections are the trades' sums.
+    injections: jax.Array | None = None  # (B, N) p_n
 
     def frame(self) -> pd.DataFrame:
         """The rows as a DataFrame, one row per case."""
@@ -71,13 +73,14 @@ def iterations_to_gap(gaps, every: int, final_gap, iterations, threshold: float)
     return np.where(np.asarray(final_gap) <= threshold, first, np.nan)
 
 
-def with_gap_columns(rows: dict, result: DriverResult, reference_objective, every: int):
-    """The rows (numpy) with their iterations-to-gap columns, and the long trace."""
+def with_gap_columns(rows: dict, result: DriverResult, reference_objective, floor, every: int):
+    """The rows (numpy) with their iterations-to-gap columns, and the long trace
+    (``floor``: the gap's ``metrics.gap_floor``)."""
     rows = {k: np.asarray(v) for k, v in rows.items()}
     gaps = None
     if result.trace is not None:
         gaps = np.asarray(optimality_gap(result.trace.objective.astype(jnp.float64),
-                                         reference_objective[:, None]))
+                                         reference_objective[:, None], floor[:, None]))
     for suffix, threshold in GAP_THRESHOLDS.items():
         rows[f"iterations_to_gap_{suffix}"] = (
             np.full(len(rows["iterations"]), np.nan) if gaps is None else

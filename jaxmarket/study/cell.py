@@ -84,9 +84,10 @@ class Cell:
         allocation, delta = values.pop("allocation"), values.pop("confidence")
         return ReserveStudyParams(allocation, delta, RenewableParams(**values))
 
-    def grid_columns(self, trades) -> dict[str, Any]:
-        """Grid outcome columns of the cleared trades (none without a network case)."""
-        return {} if self.grid_case is None else grid_outcome(self.grid_case.grid, trades)
+    def grid_columns(self, result) -> dict[str, Any]:
+        """Grid outcome columns of a market's ``BatchResult`` (none without a network case)."""
+        return {} if self.grid_case is None else grid_outcome(self.grid_case.grid, result.trades,
+                                                              result.injections)
 
     def labels(self) -> dict[str, Any]:
         """The cell's parameters as flat scalar columns (a range r as r_lo, r_hi)."""

@@ -157,7 +157,7 @@ def solve_group(study: Study, group: Group, community: Community, indices: np.nd
         ids = {"study": study.name, "cell": chunk.cell.index, "case_index": indices[:n],
                "seed": study.seed, "dtype": study.dtype, **chunk.cell.labels()}
         columns = {key: np.full(n, value) for key, value in ids.items()}
-        for key, value in {**result.rows, **chunk.cell.grid_columns(result.trades)}.items():
+        for key, value in {**result.rows, **chunk.cell.grid_columns(result)}.items():
             value = np.asarray(value)[:n]
             if key in columns and not np.array_equal(columns[key], value):  # e.g. n_agents
                 raise RuntimeError(f"metric {key!r} disagrees with the cell's {key!r}")
