@@ -86,3 +86,37 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path):
         assert len(result.output.strip().splitlines()) == 1, result.output
     with pytest.raises(Exception, match="needs a case with a grid"):
         markets.solve(load_grid_case(DATA / "new_england.json").case.community, EndogenousADMM())
+
+
+STUDY = """
+[run]
+name = "endogenous"
+seed = 0
+cases_per_cell = 1
+[network]
+case = "new_england"
+policy = "endogenous_dc"
+[solver]
+algorithm = "{algorithm}"
+eps_primal = 1e-3
+eps_dual = 1e-3
+"""
+
+
+def test_a_study_runs_the_endogenous_market(tmp_path):
+    from typer.testing import CliRunner
+
+    from jaxmarket.api import read_dataset
+    from jaxmarket.cli import app
+
+    (tmp_path / "bad.toml").write_text(STUDY.format(algorithm="rci"))
+    result = CliRunner().invoke(app, ["sweep", str(tmp_path / "bad.toml"), "--out", str(tmp_path / "bad")])
+    assert result.exit_code == 2 and "solver.algorithm" in result.output
+    (tmp_path / "study.toml").write_text(STUDY.format(algorithm="admm"))
+    result = CliRunner().invoke(app, ["sweep", str(tmp_path / "study.toml"), "--out",
+                                      str(tmp_path / "out"), "--quiet"])
+    assert result.exit_code == 0, result.output
+    row = read_dataset(tmp_path / "out").iloc[0]
+    assert row["converged"] and row["optimality_gap"] <= 1e-6
+    assert row["most_loaded_line"] == "16-19" and row["congestion_collected"] > 0
+    assert row["total_traded"] == pytest.approx(3832, abs=1)
