@@ -12,6 +12,9 @@ seller side, ``-u w_nm / 2`` on the buyer side, so ``gamma_nm p_nm >= 0``):
 ``zonal``              ``w`` = zones crossed on the Thevenin shortest path (1 inside a zone)
 =====================  ==============================================================
 
+The endogenous policies (``ENDOGENOUS``, SPEC 7.1) charge no fee: the system operator
+prices congestion in the negotiation instead (``jaxmarket.algorithms.endogenous``).
+
 u is in €/MWh per unit of ``w``. The seller side of a pair is decided as in the generator
 (``generator.seller_side``: producer before prosumer before consumer, then the lower
 ``b``): on New England's producer-consumer graph the producer sells.
@@ -32,6 +35,10 @@ from jaxmarket.network import (Network, line_flows, load_network, loadings,
                                power_transfer_distance, thevenin_paths, zones_crossed)
 
 POLICIES = ("none", "unique", "distance_ptd", "distance_thevenin", "zonal")
+# Endogenous charges (SPEC 7.1): the system operator joins the negotiation; each name is
+# also the registered algorithm that runs it (``jaxmarket.algorithms.endogenous``).
+ENDOGENOUS = ("endogenous_dc", "endogenous_dc_decentralized")
+NETWORK_POLICIES = POLICIES + ENDOGENOUS
 
 
 @dataclass(frozen=True)

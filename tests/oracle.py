@@ -92,3 +92,52 @@ def clarabel_pool(community: Community, index: int) -> dict:
     # cvxpy's dual of sum(p) == 0 is -lam for the Lagrangian c(p) - lam * sum(p).
     return dict(objective=float(problem.value) * power * price, p=p_full,
                 price=-float(balance.dual_value) * price)
+
+
+def clarabel_p2p_dc(community: Community, index: int, shift, rate) -> dict:
+    """The P2P problem of ``clarabel_p2p`` plus DC line limits ``|shift @ p| <= rate`` on the
+    net injections (SPEC 7.1, T4.3), ``shift`` (L, N) and ``rate`` (L,) in MW. Also returns
+    the perceived prices (duals of p = sum of trades), the line prices zeta (> 0 at the
+    upper rating) and the congestion prices ``-shift^T zeta``."""
+    c, agents, n_max, power, price = _case(community, index)
+    n = agents.size
+    shift = np.asarray(shift, np.float64)[:, agents]
+    rate = np.asarray(rate, np.float64) / power
+    sender, receiver = np.nonzero(c["edges"])
+    position = -np.ones((n, n), int)
+    position[sender, receiver] = np.arange(sender.size)
+    incidence = np.zeros((n, sender.size))
+    incidence[sender, np.arange(sender.size)] = 1.0
+
+    trade = cp.Variable(sender.size)
+    p = cp.Variable(n)
+    balance = p == incidence @ trade
+    upper, lower = shift @ p <= rate, shift @ p >= -rate
+    constraints = [p >= c["p_min"], p <= c["p_max"], balance, upper, lower,
+                   trade + trade[position[receiver, sender]] == 0,
+                   trade >= c["trade_min"][sender, receiver],
+                   trade <= c["trade_max"][sender, receiver]]
+    cost = 0.5 * c["a"] @ cp.square(p) + c["b"] @ p + c["charge"][sender, receiver] @ trade
+    problem = cp.Problem(cp.Minimize(cost), constraints)
+    _solve(problem)
+
+    trades = np.zeros((n_max, n_max))
+    trades[agents[sender], agents[receiver]] = trade.value * power
+    p_full, perceived, congestion = np.zeros(n_max), np.zeros(n_max), np.zeros(n_max)
+    p_full[agents] = p.value * power
+    # cvxpy's Lagrangian adds y * (lhs - rhs): the perceived price is -y.
+    perceived[agents] = -balance.dual_value * price
+    line_price = (upper.dual_value - lower.dual_value) * price
+    congestion[agents] = -shift.T @ line_price
+    return dict(objective=float(problem.value) * power * price, p=p_full, trades=trades,
+                price=perceived, line_price=line_price, congestion=congestion)
+
+
+def clarabel_projection(target, shift, rate) -> np.ndarray:
+    """Euclidean projection of ``target`` (N,) on ``{q: sum q = 0, |shift @ q| <= rate}``."""
+    scale = max(np.abs(target).max(), np.abs(rate).max())
+    q = cp.Variable(target.size)
+    problem = cp.Problem(cp.Minimize(0.5 * cp.sum_squares(q - target / scale)),
+                         [cp.sum(q) == 0, cp.abs(shift @ q) <= rate / scale])
+    _solve(problem)
+    return q.value * scale

@@ -96,6 +96,16 @@ def outputs(tmp_path_factory) -> dict[str, Output]:
     made["solve row"] = Output(solve_row, ("solve", "p2p", "grid"),
                                tuple(set(solve_row.column_names) & set(label_units())))
     made["trades"] = Output(pq.read_table(out.with_name("row.trades.parquet")), ("trades",))
+    # The same under endogenous network charges.
+    out = folder / "endogenous" / "row.parquet"
+    result = CliRunner().invoke(app, ["solve", "new_england", "--policy", "endogenous_dc",
+                                      "--max-iter", "5", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    solve_row = pq.read_table(out)
+    made["endogenous solve row"] = Output(solve_row, ("solve", "p2p", "grid", "endogenous"),
+                                          tuple(set(solve_row.column_names) & set(label_units())))
+    made["endogenous trades"] = Output(pq.read_table(out.with_name("row.trades.parquet")),
+                                       ("trades", "endogenous_trades"))
     grid = load_grid_case("new_england")
     trades = np.zeros((2,) + grid.case.community.edges.shape[1:])
     made["grid columns"] = _output(grid_outcome(grid.grid, trades), "grid")
@@ -103,7 +113,7 @@ def outputs(tmp_path_factory) -> dict[str, Output]:
 
 
 OUTPUTS = ("sweep rows", "sweep trace", "pool rows", "local stopping rows", "reserve rows",
-           "solve row", "trades", "grid columns")
+           "solve row", "trades", "endogenous solve row", "endogenous trades", "grid columns")
 
 
 def _labels(output: Output) -> dict[str, tuple[str, str]]:

@@ -26,6 +26,8 @@ REGISTRY = {  # name -> "module:Class" in this package
     "ced": "ced:CED",
     "ced_mean": "ced:CEDMean",
     "exact": "exact:Exact",
+    "endogenous_dc": "endogenous:EndogenousADMM",
+    "endogenous_dc_decentralized": "endogenous:DecentralizedEndogenousADMM",
 }
 
 

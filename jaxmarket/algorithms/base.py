@@ -64,7 +64,7 @@ class Algorithm(abc.ABC):
 
     name: ClassVar[str]  # registry and study name
     label: ClassVar[str]  # name in reports
-    markets: ClassVar[frozenset[str]]  # market kinds it solves: "p2p", "pool", "reserve"
+    markets: ClassVar[frozenset[str]]  # market kinds it solves: "p2p", "pool", "reserve", "endogenous"
     neighbour_lists: ClassVar[bool] = False  # runs on (B, N, D) neighbour lists too
     # > 0: every case is finished after this many steps (a direct solver): the markets run
     # no more, whatever max_iter, check_every and trace_every say.

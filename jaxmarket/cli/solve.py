@@ -44,15 +44,19 @@ def _solver_options() -> list[inspect.Parameter]:
     return parameters
 
 
-def _trades_table(case, trades, prices):
-    """One row per directed trade on the graph, agents named by their ids in the file."""
+def _trades_table(case, result):
+    """One row per directed trade on the graph, agents named by their ids in the file; under
+    endogenous charges, with the charge eta_i of agent i."""
     import numpy as np
     import pyarrow as pa
 
     n, m = np.nonzero(np.asarray(case.community.edges[0]))
     ids = np.asarray(case.agent_ids)
-    return pa.table({"i": ids[n], "j": ids[m], "p_ij": np.asarray(trades[0])[n, m],
-                     "price_ij": np.asarray(prices[0])[n, m]})
+    columns = {"i": ids[n], "j": ids[m], "p_ij": np.asarray(result.trades[0])[n, m],
+               "price_ij": np.asarray(result.prices[0])[n, m]}
+    if result.agent_charge is not None:
+        columns["eta_i"] = np.asarray(result.agent_charge[0])[n]
+    return pa.table(columns)
 
 
 def solve(case_file: Path, algorithm: str, tol: Optional[float], policy: str, fee: float,
@@ -68,7 +72,8 @@ def solve(case_file: Path, algorithm: str, tol: Optional[float], policy: str, fe
         import pyarrow as pa
 
         from jaxmarket.case import load_case
-        from jaxmarket.charges import POLICIES, apply_policy, grid_outcome, load_grid_case
+        from jaxmarket.charges import ENDOGENOUS, NETWORK_POLICIES, apply_policy, grid_outcome, load_grid_case
+        from jaxmarket.congestion import line_limits
         from jaxmarket.markets import kind, solve as solve_market
         from jaxmarket.markets.columns import annotate
         from jaxmarket.schema import number, text
@@ -77,7 +82,16 @@ def solve(case_file: Path, algorithm: str, tol: Optional[float], policy: str, fe
         from jaxmarket.study.keys import label_units
         from jaxmarket.study.store import environment, write_table
 
+        text(policy, "--policy", choices=NETWORK_POLICIES)
+        if policy in ENDOGENOUS:
+            if algorithm != "admm":
+                raise InputError("--algorithm", f"--policy {policy} runs its own negotiation (the "
+                                                f"agents' ADMM with the system operator): leave "
+                                                f"--algorithm out, got {algorithm!r}")
+            algorithm = policy
         chosen = algorithms.get(text(algorithm, "--algorithm", choices=algorithms.names()))
+        if "endogenous" in chosen.markets and policy not in ENDOGENOUS:
+            raise InputError("--algorithm", f"{algorithm} is chosen with --policy {algorithm}")
         values = {"max_iter": SOLVE_MAX_ITER} | {key: v for key, v in solver.items() if v is not None}
         if tol is not None:
             number(tol, "--tol", gt=0)
@@ -87,13 +101,15 @@ def solve(case_file: Path, algorithm: str, tol: Optional[float], policy: str, fe
             raise InputError("--out", f"expected a .parquet file name, got {str(out)!r}")
         if out is not None and out.is_dir():
             raise InputError("--out", f"{out} is a directory")
-        text(policy, "--policy", choices=POLICIES)
         number(fee, "--fee", ge=0)
         case = load_case(case_file)
         grid = load_grid_case(case_file).grid if policy != "none" or "branches" in case.meta else None
-    community = case.community if grid is None else apply_policy(case.community, grid, policy, fee)
+    endogenous = policy in ENDOGENOUS
+    community = (case.community if grid is None or endogenous
+                 else apply_policy(case.community, grid, policy, fee))
+    limits = line_limits(grid.network, 1) if endogenous else None
     start = time.perf_counter()
-    result = jax.block_until_ready(solve_market(community, options))
+    result = jax.block_until_ready(solve_market(community, options, limits=limits))
     elapsed = time.perf_counter() - start
     columns = {**result.rows, **(grid_outcome(grid, result.trades, result.injections) if grid is not None else {})}
     row = {key: np.asarray(value)[0].item() for key, value in columns.items()}
@@ -106,7 +122,14 @@ def solve(case_file: Path, algorithm: str, tol: Optional[float], policy: str, fe
         f"  objective             {row['objective']:.2f} EUR/h\n"
         f"  reference objective   {row['reference_objective']:.2f} EUR/h (gap {row['optimality_gap']:.3e})\n"
         f"  wall time             {elapsed:.3f} s (including compilation)")
-    if grid is not None:
+    if endogenous:
+        typer.echo(f"  network               {policy}: the system operator collects "
+                   f"{row['congestion_collected']:.2f} EUR/h, charges eta_n from "
+                   f"{row['endogenous_charge_min']:.4f} to {row['endogenous_charge_max']:.4f} EUR/MWh, "
+                   f"inter-zone traded {row['inter_zone_traded']:.2f} MW, max line loading "
+                   f"{row['max_loading']:.1%} ({row['most_loaded_line']}), "
+                   f"{row['overloaded_lines']} overloaded")
+    elif grid is not None:
         typer.echo(f"  network               {policy} at u = {fee:g} EUR/MWh: charges collected "
                    f"{row['charges_collected']:.2f} EUR/h, inter-zone traded "
                    f"{row['inter_zone_traded']:.2f} MW, max line loading {row['max_loading']:.1%} "
@@ -122,10 +145,12 @@ def solve(case_file: Path, algorithm: str, tol: Optional[float], policy: str, fe
                               **{k: [v] for k, v in row.items()}, "wall_time_s": [elapsed]})
             metadata = {"case": case.name, "environment": environment()}
             kinds = ("solve", kind(options), *(("grid",) if grid is not None else ()),
+                     *(("endogenous",) if endogenous else ()),
                      *(("stopping",) if getattr(options, "local_rule", False) else ()))
             write_table(out, annotate(table, kinds, label_units()), metadata)
             trades = out.with_name(out.stem + ".trades.parquet")
-            write_table(trades, annotate(_trades_table(case, result.trades, result.prices), "trades"),
+            write_table(trades, annotate(_trades_table(case, result),
+                                         ("trades", *(("endogenous_trades",) if endogenous else ()))),
                         metadata)
         typer.echo(f"  wrote {out} and {trades}")
 
@@ -142,7 +167,10 @@ solve.__signature__ = inspect.Signature([
                                            "the algorithm (overrides --eps-*).")),
     inspect.Parameter("policy", inspect.Parameter.KEYWORD_ONLY, annotation=str,
                       default=typer.Option("none", metavar="POLICY", help="Network charges: none, "
-                                           "unique, distance_ptd, distance_thevenin, zonal.")),
+                                           "unique, distance_ptd, distance_thevenin, zonal "
+                                           "(exogenous, at --fee), or endogenous_dc, "
+                                           "endogenous_dc_decentralized (the system operator "
+                                           "prices congestion in the negotiation).")),
     inspect.Parameter("fee", inspect.Parameter.KEYWORD_ONLY, annotation=float,
                       default=typer.Option(0.0, metavar="U", help="Unit network fee u (EUR/MWh per "
                                            "unit of distance).")),

@@ -11,7 +11,8 @@ from __future__ import annotations
 from jaxmarket.algorithms import Algorithm
 from jaxmarket.community import Community
 from jaxmarket.errors import InputError
-from jaxmarket.markets import p2p, pool
+from jaxmarket.congestion import LineLimits
+from jaxmarket.markets import endogenous, p2p, pool
 from jaxmarket.markets.rows import BatchResult
 
 
@@ -23,9 +24,17 @@ def kind(algorithm: Algorithm, reserve: bool = False) -> str:
     return "pool" if "pool" in algorithm.markets else "p2p"
 
 
-def solve(community: Community, algorithm: Algorithm, driver: str = "continuous") -> BatchResult:
+def solve(community: Community, algorithm: Algorithm, driver: str = "continuous",
+          limits: LineLimits | None = None) -> BatchResult:
     """Run ``algorithm`` on every case of the batch and tabulate one row per case (the P2P
-    market, or the pool market for a pool algorithm)."""
+    market, or the pool market for a pool algorithm); an endogenous-charge algorithm
+    (``markets = {"endogenous"}``) needs the grid's line ``limits``."""
+    if "endogenous" in algorithm.markets:
+        if limits is None:
+            raise InputError("solver.algorithm", f"{algorithm.name} needs a case with a grid "
+                                                 f"(network policy {algorithm.name})")
+        return endogenous.tabulate(community, limits, algorithm,
+                                   endogenous.run(community, limits, algorithm, driver))
     if not algorithm.markets & {"p2p", "pool"}:
         raise InputError("solver.algorithm", f"{algorithm.name} does not clear a P2P or pool market")
     market = pool if kind(algorithm) == "pool" else p2p

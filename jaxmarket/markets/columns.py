@@ -7,12 +7,15 @@ Each column is declared once (``COLUMNS``), with the output kinds whose tables c
 ``pool``      rows of the pool algorithms (ced, ced_mean; same columns, pool meanings)
 ``reserve``   rows of the energy and reserve market (``reserve_study.tabulate_reserve``)
 ``grid``      extra columns of rows of a case with a grid (``charges.grid_outcome``)
+``endogenous`` extra columns of rows under endogenous network charges
+              (``markets.endogenous``)
 ``stopping``  extra columns of rows of a study that gives ``solver.stopping``, and of every
               row under a local stopping rule (``algorithms.local_stopping``), the row of
               ``jaxmarket solve --out`` included
 ``dataset``   identity columns of every sweep row (``sweep.solve_group``)
 ``trace``     the long residual trace of a sweep (``solve._long_trace``, per case id)
 ``trades``    the trades table of ``jaxmarket solve --out``
+``endogenous_trades`` extra columns of that table under endogenous network charges
 ``solve``     columns only the row of ``jaxmarket solve --out`` has
 ============  ===========================================================================
 
@@ -37,7 +40,8 @@ from typing import Callable, Iterable, Mapping
 
 import pyarrow as pa
 
-KINDS = ("p2p", "pool", "reserve", "grid", "stopping", "dataset", "trace", "trades", "solve")
+KINDS = ("p2p", "pool", "reserve", "grid", "endogenous", "stopping", "dataset", "trace", "trades",
+         "endogenous_trades", "solve")
 
 
 @dataclass(frozen=True)
@@ -253,6 +257,21 @@ COLUMNS: tuple[Column, ...] = (
     _column("overloaded_lines", "int", "count", "grid", "lines loaded above their rating"),
     _column("inter_zone_traded", "float", "MW", "grid",
             "power traded between agents of different zones, sum |p_nm| / 2 over those pairs"),
+    # --- endogenous network charges (markets.endogenous, SPEC 7.1)
+    _column("endogenous_charge_mean", "float", "EUR/MWh", "endogenous",
+            "mean over the agents of the endogenous charge eta_n, the congestion part of the "
+            "agent's nodal price relative to the reference bus (paid per MW injected)"),
+    _column("endogenous_charge_min", "float", "EUR/MWh", "endogenous",
+            "smallest endogenous charge eta_n (most negative: injection there congests)"),
+    _column("endogenous_charge_max", "float", "EUR/MWh", "endogenous",
+            "largest endogenous charge eta_n"),
+    _column("congestion_collected", "float", "EUR/h", "endogenous",
+            "money the system operator collects, -sum_n eta_n p_n"),
+    _column("so_messages", "int", "count", "endogenous",
+            "values the system operator exchanged with the agents, 2 N per iteration (also "
+            "counted in messages, with its residual broadcasts)"),
+    _column("eta_i", "float", "EUR/MWh", "endogenous_trades",
+            "endogenous charge eta_i of agent i"),
     # --- when the agents stopped (algorithms.local_stopping; rows of a study giving
     # solver.stopping, and every row under a local rule)
     _column("last_agent_stop", "float", "count", "stopping",
@@ -372,7 +391,8 @@ def document() -> str:
         "unit and description of each also travel in the Parquet field metadata (`unit`, "
         "`description`). Kinds: `p2p` rows of admm, rci and pcmbed; `pool` rows of ced and "
         "ced_mean; `reserve` rows of the energy and reserve market; `grid` extra columns of a "
-        "case with a grid; `dataset` identity columns of every sweep row; `trace` the long "
+        "case with a grid; `endogenous` extra columns under endogenous network charges "
+        "(`endogenous_trades`: the agents' charges in their trades table); `dataset` identity columns of every sweep row; `trace` the long "
         "residual trace; `trades` and `solve` the trades table and the row of "
         "`jaxmarket solve --out`. The label columns of a row are the keys of its study, with "
         f"their units in [the study-file reference](study-file.md). Columns per kind: {counts}.\n\n"

@@ -43,7 +43,8 @@ def tabulate(community: Community, algorithm: Algorithm, result: DriverResult) -
         "pool_price": pool.price,
     }
     rows, trace = with_gap_columns(rows, result, pool.objective, gap, algorithm.trace_every)
-    return BatchResult(rows, trace, trades, prices, jnp.where(exact.active, state.power, 0.0))
+    return BatchResult(rows, trace, trades, prices,
+                       injections=jnp.where(exact.active, state.power, 0.0))
 
 
 @jax.jit

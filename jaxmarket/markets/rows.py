@@ -30,6 +30,7 @@ class BatchResult(NamedTuple):
     trace: dict[str, np.ndarray] | None  # long format: case, iteration, residuals
     trades: jax.Array  # (B, N, N) p_nm, what n sells to m
     prices: jax.Array  # (B, N, N) trade price lambda_nm
+    agent_charge: jax.Array | None = None  # (B, N) endogenous charge eta_n (SPEC 7.1)
     # Pool algorithms (CED) have no trades: zero trades, the uniform price on every edge,
     # and their dispatch here; None: the injections are the trades' sums.
     injections: jax.Array | None = None  # (B, N) p_n

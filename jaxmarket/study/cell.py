@@ -12,7 +12,9 @@ import jax.numpy as jnp
 from jaxmarket import algorithms
 from jaxmarket.algorithms import Algorithm
 from jaxmarket.case import perturbed_costs
-from jaxmarket.charges import GridCase, apply_policy, grid_outcome
+from jaxmarket.charges import ENDOGENOUS, GridCase, apply_policy, grid_outcome
+from jaxmarket.congestion import LineLimits, line_limits
+from jaxmarket.errors import InputError
 from jaxmarket.community import Community, astype
 from jaxmarket.generator import GeneratorParams, generate
 from jaxmarket.markets.reserve import ReserveStudyParams
@@ -59,8 +61,24 @@ class Cell:
         return self.values["graph.sparsity"]
 
     @property
+    def endogenous(self) -> bool:
+        """Endogenous network charges: the system operator joins the negotiation."""
+        return self.grid_case is not None and self.values.get("network.policy") in ENDOGENOUS
+
+    @property
     def algorithm(self) -> Algorithm:
-        return algorithms.build(self.section("solver"))
+        solver = self.section("solver")
+        if self.endogenous:  # the policy names the negotiation; [solver] gives its options
+            policy = self.values["network.policy"]
+            if solver.get("algorithm", "admm") != "admm":
+                raise InputError("solver.algorithm", f"network.policy = {policy} runs its own "
+                                                     f"negotiation: leave solver.algorithm out")
+            solver = {**solver, "algorithm": policy}
+        return algorithms.build(solver)
+
+    def line_limits(self, n_cases: int) -> LineLimits | None:
+        """The grid's limited lines for endogenous charges (None otherwise)."""
+        return line_limits(self.grid_case.grid.network, n_cases) if self.endogenous else None
 
     def communities(self, seed: int, case_indices, dtype: str) -> Community:
         """The cell's cases ``case_indices`` as one batch: the only place a sweep builds
@@ -69,7 +87,9 @@ class Cell:
             network = self.section("network")
             community = perturbed_costs(self.grid_case.case.community, seed, case_indices,
                                         network["cost_perturbation"])
-            community = apply_policy(community, self.grid_case.grid, network["policy"], network["fee"])
+            if not self.endogenous:
+                community = apply_policy(community, self.grid_case.grid, network["policy"],
+                                         network["fee"])
             return astype(community, jnp.dtype(dtype))
         graph = self.section("graph")  # keys a study leaves out take generate's defaults
         return generate(seed, case_indices, self.n_agents, self.generator, dtype=jnp.dtype(dtype),

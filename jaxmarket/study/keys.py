@@ -15,7 +15,7 @@ from functools import partial
 from typing import Any, NamedTuple
 
 from jaxmarket.algorithms import check_algorithm, solver_schema
-from jaxmarket.charges import POLICIES
+from jaxmarket.charges import NETWORK_POLICIES
 from jaxmarket.errors import InputError
 from jaxmarket.generator import CHARGES, LAYOUTS, GeneratorParams, generate
 from jaxmarket.markets.reserve import ReserveStudyParams
@@ -108,8 +108,10 @@ SCHEMA: dict[str, dict[str, Key]] = {
     },
     "network": {
         "case": Key(None, text, "n/a", "case file with a grid: a packaged name or a path"),
-        "policy": Key("none", partial(text, choices=POLICIES), "n/a",
-                      "network charge policy: none, unique, distance_ptd, distance_thevenin, zonal"),
+        "policy": Key("none", partial(text, choices=NETWORK_POLICIES), "n/a",
+                      "network charge policy: none, unique, distance_ptd, distance_thevenin, zonal "
+                      "(exogenous, at the fee), endogenous_dc or endogenous_dc_decentralized (the "
+                      "system operator prices congestion in the negotiation; the fee is ignored)"),
         "fee": Key(0.0, partial(number, ge=0), "EUR/MWh",
                    "unit network fee u (per unit of the policy's distance)"),
         "cost_perturbation": Key(0.0, partial(number, ge=0, lt=1), "1",

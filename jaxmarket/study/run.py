@@ -25,7 +25,7 @@ from jaxmarket import progress
 from jaxmarket.algorithms import Algorithm
 from jaxmarket.community import Community, concatenate, take
 from jaxmarket.errors import InputError
-from jaxmarket.markets import kind, p2p, pool, reserve
+from jaxmarket.markets import endogenous, kind, p2p, pool, reserve
 from jaxmarket.markets.columns import annotate
 from jaxmarket.markets.lanes import check_driver, driver_options, neighbour_widths
 from jaxmarket.markets.rows import STOP_COLUMNS, global_stop_columns
@@ -72,12 +72,15 @@ def run_cell(study: Study, cell: Cell, community: Community, indices: np.ndarray
     market of a ``[reserve]`` study."""
     if cell.reserve is not None:
         return reserve.run(community, cell.reserve, study.seed, indices, algorithm, driver)
+    if cell.endogenous:
+        return endogenous.run(community, cell.line_limits(community.n_cases), algorithm, driver)
     return _market(algorithm).run(community, algorithm, driver)
 
 
 def _kinds(cell: Cell) -> tuple[str, ...]:
     """The column kinds of the cell's rows (``markets.columns``)."""
     grid = ("grid",) if cell.grid_case is not None else ()
+    grid += ("endogenous",) if cell.endogenous else ()
     stopping = ("stopping",) if "solver.stopping" in cell.values else ()
     return ("dataset", kind(cell.algorithm, cell.reserve is not None), *grid, *stopping)
 
@@ -104,7 +107,10 @@ def trade_layouts(group: Group, community: Community, driver: str) -> dict[str, 
 def tabulate_cell(cell: Cell, community: Community, algorithm: Algorithm, market):
     if cell.reserve is not None:
         return reserve.tabulate(community, cell.reserve, market)
-    result = _market(algorithm).tabulate(community, algorithm, market)
+    if cell.endogenous:
+        result = endogenous.tabulate(community, cell.line_limits(community.n_cases), algorithm, market)
+    else:
+        result = _market(algorithm).tabulate(community, algorithm, market)
     if "solver.stopping" in cell.values:  # last, in one order for every rule of the study
         local = {key: result.rows.pop(key) for key in STOP_COLUMNS if key in result.rows}
         result.rows.update(local or global_stop_columns(result.rows))
