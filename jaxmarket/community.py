@@ -70,32 +70,41 @@ def role_trade_bounds(p_min, p_max, edges):
     return xp.where(edges, lo, zero), xp.where(edges, hi, zero)
 
 
+def _array_module(*arrays):
+    """NumPy for concrete inputs, jax.numpy under tracing: a batch assembled eagerly with
+    jax.numpy compiles one small program per operation and per new shape (tens of seconds
+    for a few dozen cases of mixed sizes); NumPy compiles nothing."""
+    return jnp if any(isinstance(v, jax.core.Tracer) for v in arrays) else np
+
+
 def make_community(a, b, p_min, p_max, edges, charge=None, x=None, y=None, active=None,
                    trade_min=None, trade_max=None, dtype=jnp.float64) -> Community:
     """Build a batch from arrays with a leading case axis (numpy or jax)."""
-    a = jnp.asarray(a, dtype)
+    xp = _array_module(a, b, p_min, p_max, edges, charge, x, y, active, trade_min, trade_max)
+    a = xp.asarray(a, dtype)
     shape = a.shape
-    zeros = jnp.zeros(shape, dtype)
-    edges = jnp.asarray(edges, bool)
-    edges = edges & ~jnp.eye(shape[-1], dtype=bool)
-    p_min = jnp.asarray(p_min, dtype)
-    p_max = jnp.asarray(p_max, dtype)
+    zeros = xp.zeros(shape, dtype)
+    edges = xp.asarray(edges, bool)
+    edges = edges & ~xp.eye(shape[-1], dtype=bool)
+    p_min = xp.asarray(p_min, dtype)
+    p_max = xp.asarray(p_max, dtype)
     if trade_min is None or trade_max is None:
         trade_min, trade_max = role_trade_bounds(p_min, p_max, edges)
-    charge = jnp.zeros(edges.shape, dtype) if charge is None else jnp.asarray(charge, dtype)
-    return Community(
+    charge = xp.zeros(edges.shape, dtype) if charge is None else xp.asarray(charge, dtype)
+    community = Community(
         a=a,
-        b=jnp.asarray(b, dtype),
+        b=xp.asarray(b, dtype),
         p_min=p_min,
         p_max=p_max,
-        active=jnp.ones(shape, bool) if active is None else jnp.asarray(active, bool),
-        x=zeros if x is None else jnp.asarray(x, dtype),
-        y=zeros if y is None else jnp.asarray(y, dtype),
+        active=xp.ones(shape, bool) if active is None else xp.asarray(active, bool),
+        x=zeros if x is None else xp.asarray(x, dtype),
+        y=zeros if y is None else xp.asarray(y, dtype),
         edges=edges,
-        charge=jnp.where(edges, charge, 0.0),
-        trade_min=jnp.asarray(trade_min, dtype),
-        trade_max=jnp.asarray(trade_max, dtype),
+        charge=xp.where(edges, charge, xp.zeros((), dtype)),
+        trade_min=xp.asarray(trade_min, dtype),
+        trade_max=xp.asarray(trade_max, dtype),
     )
+    return jax.tree_util.tree_map(jnp.asarray, community)
 
 
 # How far past the price spread over a_n an agent's power may reach before its bound
@@ -162,10 +171,11 @@ def pad_agents(community: Community, n_max: int) -> Community:
         raise ValueError(f"cannot pad {community.n_max} agents down to {n_max}")
     if extra == 0:
         return community
+    xp = _array_module(*community)
 
     def pad(v):
         widths = [(0, 0)] + [(0, extra)] * (v.ndim - 1)
-        return jnp.pad(v, widths)
+        return jnp.asarray(xp.pad(xp.asarray(v), widths))
 
     return jax.tree_util.tree_map(pad, community)
 
@@ -174,7 +184,9 @@ def concatenate(communities: Sequence[Community]) -> Community:
     """One batch from several, padding every case to the largest community."""
     n_max = max(c.n_max for c in communities)
     padded = [pad_agents(c, n_max) for c in communities]
-    return jax.tree_util.tree_map(lambda *v: jnp.concatenate(v, axis=0), *padded)
+    xp = _array_module(*(v for c in padded for v in c))
+    return jax.tree_util.tree_map(lambda *v: jnp.asarray(xp.concatenate(
+        [xp.asarray(w) for w in v], axis=0)), *padded)
 
 
 def take(community: Community, index) -> Community:
