@@ -9,7 +9,8 @@ Writes into ``--out`` (default ``outputs/tune-STUDY-ALGORITHM``):
 
 The held-out cases are the study's own (case indices 0 .. cases_per_cell - 1), so the two
 datasets are sweeps of the study; the fitting uses the cases after them
-(``jaxmarket.tuning``). A rerun reuses finished datasets of the same study.
+(``jaxmarket.tuning``). A rerun reuses a finished dataset of the same sweep and replaces
+one of another (an earlier tuning).
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ def tune(
         from jaxmarket.schema import integer, number
         from jaxmarket.study import plan as planner, run as runner
         from jaxmarket.study.config import load_study
-        from jaxmarket.study.store import read_parts
+        from jaxmarket.study.store import read_manifest, read_parts
 
         runner.use_cpu_devices(0)
         for value, flag in ((unroll, "--unroll"), (train_cases, "--train-cases")):
@@ -111,7 +112,11 @@ def tune(
         datasets = {}
         for name, extra in (("default", []), ("tuned", assignments)):
             held_out = load_study(file, sets + extra, out / name)
-            plan = planner.prepare(held_out, resume=not overwrite, overwrite=overwrite)
+            # A dataset of another study here is an earlier tune's: this command owns it.
+            earlier = read_manifest(held_out.out) if held_out.out.is_dir() else None
+            stale = earlier is not None and earlier.get("config_hash") != held_out.config_hash
+            plan = planner.prepare(held_out, resume=not (overwrite or stale),
+                                   overwrite=overwrite or stale)
             say(f"held-out sweep, {name}: {len(plan.pending)} of {len(plan.assigned)} chunks to run "
                 f"({held_out.n_cases} cases)")
             for _ in (runner.run(plan) if plan.pending else ()):
