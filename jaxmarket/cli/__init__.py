@@ -1,4 +1,4 @@
-"""Command line: ``jaxmarket sweep | report | solve | validate | cases``.
+"""Command line: ``jaxmarket sweep | report | solve | validate | tune | cases``.
 
 Each command lives in a module of this package, imported only when it runs, so that
 ``jaxmarket --help`` and ``--version`` answer without importing JAX. User errors
@@ -21,6 +21,7 @@ COMMANDS = {
     "report": ("report", "Write the figures and tables of a study's dataset."),
     "solve": ("solve", "Solve one case (a packaged case or a JSON file) and print a summary."),
     "validate": ("validate", "Check a study without running it."),
+    "tune": ("tune", "Fit an algorithm's continuous parameters to a study's communities."),
     "cases": ("cases", "List the packaged cases."),
 }
 
