@@ -47,7 +47,7 @@ from jaxmarket.algorithms import Algorithm
 from jaxmarket.algorithms.rci import RCI, SEQUENCES
 from jaxmarket.community import Community
 from jaxmarket.errors import InputError
-from jaxmarket.metrics import optimality_gap
+from jaxmarket.metrics import gap_floor, optimality_gap
 from jaxmarket.reference import solve_reference
 from jaxmarket.schedules import Sequences
 
@@ -162,13 +162,15 @@ class Batch(NamedTuple):
 
     community: Community
     reference: jax.Array  # (B,)
+    floor: jax.Array  # (B,) the gap's floor (metrics.gap_floor)
 
 
 def batch(community: Community) -> Batch:
     solution = solve_reference(community)
     if not bool(jnp.all(solution.converged)):
         raise RuntimeError("the exact reference did not converge on a tuning case")
-    return Batch(community, solution.objective.astype(community.dtype))
+    return Batch(community, solution.objective.astype(community.dtype),
+                 gap_floor(community).astype(community.dtype))
 
 
 def surrogate(algorithm: Algorithm, chosen: tuple[Knob, ...], unroll: int) -> Callable:
@@ -183,7 +185,7 @@ def surrogate(algorithm: Algorithm, chosen: tuple[Knob, ...], unroll: int) -> Ca
         def body(state, _):
             new = alg.step(community, params, state)
             res = alg.residuals(community, params, state, new)
-            return new, optimality_gap(res.objective, data.reference) + res.primal / capacity
+            return new, optimality_gap(res.objective, data.reference, data.floor) + res.primal / capacity
 
         _, measures = jax.lax.scan(body, alg.init(community, params), None, length=unroll)
         return jnp.log(measures[-window:].mean(0) + FLOOR)
@@ -332,7 +334,7 @@ def tune(algorithm: Algorithm, train: list[Batch], validate: list[Batch], *, unr
     validation = {name: float(loss(jnp.asarray(x), validate)) for name, x in written.items()}
     validation = {name: v if math.isfinite(v) else math.inf for name, v in validation.items()}
     winner = min(validation, key=validation.get)
-    report(f"validation surrogate: " + ", ".join(f"{k} {v:.3f}" for k, v in validation.items())
+    report("validation surrogate: " + ", ".join(f"{k} {v:.3f}" for k, v in validation.items())
            + f"; chosen: {winner}")
     return Tuned(rounded(chosen, written[winner]), winner, validation, training, result.history)
 
