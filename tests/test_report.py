@@ -2,6 +2,8 @@
 checked against statistics computed here from the Parquet rows."""
 
 import math
+import subprocess
+import sys
 
 import numpy as np
 import pandas as pd
@@ -117,6 +119,10 @@ def test_report_of_a_study(tmp_path):
     text = (study.out / "report" / "summary.md").read_text()
     assert f"{len(rows)} cases, {rows.converged.sum()} converged" in text and "complete" in text
     assert "| success_rate (fraction) |" in text and "| iterations_median (iterations) |" in text
+    # As a user runs it (a fresh process, 64-bit mode not yet on): nothing but the paths.
+    fresh = subprocess.run([sys.executable, "-m", "jaxmarket", "report", str(study.out)],
+                           capture_output=True, text=True)
+    assert fresh.returncode == 0 and fresh.stderr == "", fresh.stderr
 
 
 def test_every_figure_of_a_study_is_a_pdf_and_a_300_dpi_png_of_paper_width(tmp_path):
