@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from jaxmarket.cli.common import user_errors
+from jaxmarket.cli.common import setup_jax, user_errors
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None)
 
@@ -15,6 +15,7 @@ app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, rich_mar
 def report(out: Path = typer.Argument(..., metavar="OUT_DIR", help="A study's dataset directory.")):
     """Write the figures (PNG, PDF) and tables (Markdown, CSV) of a study into OUT_DIR/report."""
     with user_errors():
+        setup_jax()  # float64: some sections solve cases again (trade maps, endogenous charges)
         from jaxmarket.report import write_report
 
         written = write_report(out)
