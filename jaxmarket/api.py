@@ -95,7 +95,8 @@ def run_study(path, overrides: Iterable[str] = (), out=None, resume: bool = Fals
 
 def read_dataset(out, traces: bool = False) -> pd.DataFrame:
     """The rows of a dataset (``traces``: its residual traces), read through its manifest:
-    only complete, listed parts."""
+    only complete, listed parts, their columns merged (a column a part lacks is null
+    there)."""
     from jaxmarket.study.store import read_parts
 
     return read_parts(Path(out), "traces" if traces else "cases")

@@ -136,3 +136,28 @@ def test_rci_sequences_are_pairs_and_lists_of_pairs_sweep():
     assert study.cells[1].labels()["alpha_c"] == 0.02
     with pytest.raises(InputError, match=r"^solver\.eta\[1\]: must be >= 0"):
         resolve({"solver": {"eta": [0.005, -1.0]}}, default_name="rci")
+
+
+def test_a_fee_table_gives_each_policy_its_own_fee():
+    network = {"case": "new_england", "policy": ["none", "zonal", "unique", "endogenous_dc"],
+               "fee": {"zonal": 17, "unique": 16.0}}
+    study = resolve({"network": network}, "table")
+    assert study.swept == ("network.policy",)
+    assert [(c.values["network.policy"], c.labels()["fee"]) for c in study.cells] == [
+        ("none", 0.0), ("zonal", 17.0), ("unique", 16.0), ("endogenous_dc", 0.0)]
+    assert study.config["network"]["fee"] == {"zonal": 17.0, "unique": 16.0}
+    other = resolve({"network": {**network, "fee": {"zonal": 17, "unique": 15.0}}}, "table")
+    assert other.config_hash != study.config_hash
+    via_set = resolve({"network": {**network, "fee": 0.0}}, "table",
+                      [parse_override("network.fee={zonal = 17, unique = 16}")])
+    assert via_set.config_hash == study.config_hash
+    for fee, message in (({"zonal": 17}, "network.fee: the fee table has no fee for policy unique"),
+                         ({"zonal": 17, "unique": 16, "distance_ptd": 3},
+                          "network.fee.distance_ptd: policy distance_ptd is not in network.policy"),
+                         ({"zonal": 17, "unique": 16, "none": 0},
+                          "network.fee.none: not a policy that charges a fee"),
+                         ({"zonal": -1, "unique": 16}, "network.fee.zonal: must be >= 0"),
+                         ({}, "network.fee: empty fee table")):
+        with pytest.raises(InputError) as error:
+            resolve({"network": {**network, "fee": fee}}, "table")
+        assert str(error.value).startswith(message), str(error.value)

@@ -10,8 +10,8 @@ from conftest import DATA
 from oracle import clarabel_p2p_dc, clarabel_projection
 from jaxmarket.case import perturbed_costs
 from jaxmarket.charges import load_grid_case
-from jaxmarket.congestion import (LineLimits, limited_line_names, line_limits, project,
-                                  solve_dc_reference)
+from jaxmarket.congestion import (LineLimits, _active_set, limited_line_names, line_limits,
+                                  project, solve_dc_reference)
 from jaxmarket.reference import solve_reference
 
 
@@ -129,3 +129,62 @@ def test_projection_matches_clarabel(grid_case):
                      limits._replace(shift=jnp.pad(limits.shift, ((0, 0), (0, 0), (0, 2)), constant_values=1.0)))
     np.testing.assert_allclose(padded.q[:, -2:], 0.0)
     np.testing.assert_allclose(padded.q[:, :-2], result.q, rtol=0, atol=1e-8)
+
+
+def assert_exact_projection(result, target, limits):
+    """q is Clarabel's projection, and the multipliers satisfy the optimality conditions:
+    q = target + theta - H^T y, y >= 0 (<= 0) on a line at its upper (lower) rating, 0 on a
+    line inside, to 1e-9 of the problem's scale (MW)."""
+    assert bool(result.converged.all())
+    for k in range(target.shape[0]):
+        shift, rate = np.asarray(limits.shift[k]), np.asarray(limits.rate[k])
+        expected = clarabel_projection(target[k], shift, rate)
+        np.testing.assert_allclose(result.q[k], expected, rtol=0, atol=1e-5)
+        q, y = np.asarray(result.q[k]), np.asarray(result.line_price[k])
+        tol = 1e-9 * max(np.abs(target[k]).max(), rate.max())
+        np.testing.assert_allclose(q, target[k] + float(result.balance_price[k]) - shift.T @ y,
+                                   rtol=0, atol=tol)
+        flows = shift @ q
+        at_upper, at_lower = flows >= rate - tol, flows <= -rate + tol
+        assert np.all(y[at_upper] >= -tol) and np.all(y[at_lower] <= tol)
+        assert np.all(np.abs(y[~at_upper & ~at_lower]) <= tol)
+        assert np.all(np.abs(flows) <= rate + tol)
+        np.testing.assert_array_equal(np.asarray(result.bound[k]), np.where(at_upper, 1, np.where(at_lower, -1, 0)))
+
+
+def test_warm_started_projection_is_exact(grid_case):
+    """From the last active set the SO's step is one active-set solve; from a wrong set it
+    recovers (active-set steps or the interior point); either way the projection is exact."""
+    network = grid_case.grid.network
+    limits = tightened(line_limits(network, 4), [1.0, 0.5, 0.3, 0.8])
+    rng = np.random.default_rng(5)
+    target = rng.normal(0.0, 400.0, (4, len(network.agent_bus)))
+    active = jnp.ones(target.shape, bool)
+    cold = project(jnp.asarray(target), active, limits)
+    assert_exact_projection(cold, target, limits)
+    assert (np.asarray(cold.bound) != 0).sum(-1).min() >= 2
+    # A target moved a little, as between two ADMM iterations: the last set is right.
+    moved = target + rng.normal(0.0, 1.0, target.shape)
+    assert bool(_active_set(jnp.asarray(moved), active, limits, cold.bound).converged.all())
+    assert_exact_projection(project(jnp.asarray(moved), active, limits, cold.bound), moved, limits)
+    wrong = jnp.ones_like(cold.bound)  # every line at its upper rating
+    assert_exact_projection(project(jnp.asarray(target), active, limits, wrong), target, limits)
+
+
+def test_dependent_active_lines_fall_back_to_the_interior_point(grid_case):
+    """Line 16-19 listed twice: both copies bind, their rows are equal, the active-set
+    system is singular; the step still returns the exact projection."""
+    network = grid_case.grid.network
+    limits = line_limits(network, 1)
+    line = limited_line_names(network).index("16-19")
+    twice = LineLimits(jnp.concatenate([limits.shift, limits.shift[:, line:line + 1]], 1),
+                       jnp.concatenate([limits.rate, limits.rate[:, line:line + 1]], 1))
+    shift = np.asarray(twice.shift[0])
+    target = 2.0 * np.asarray(limits.rate[0, line]) * shift[line] / (shift[line] @ shift[line])
+    target = (target - target.mean())[None]
+    active = jnp.ones(target.shape, bool)
+    bound = np.zeros((1, shift.shape[0]), np.int8)
+    bound[0, [line, -1]] = np.sign(shift[line] @ target[0])
+    assert not bool(_active_set(jnp.asarray(target), active, twice, jnp.asarray(bound)).converged[0])
+    result = project(jnp.asarray(target), active, twice, jnp.asarray(bound))
+    assert_exact_projection(result, target, twice)

@@ -95,7 +95,8 @@ seed = 0
 cases_per_cell = 1
 [network]
 case = "new_england"
-policy = "endogenous_dc"
+policy = ["none", "zonal", "endogenous_dc"]
+fee = {{ zonal = 17.0 }}
 [solver]
 algorithm = "{algorithm}"
 eps_primal = 1e-3
@@ -103,7 +104,11 @@ eps_dual = 1e-3
 """
 
 
-def test_a_study_runs_the_endogenous_market(tmp_path):
+def test_a_study_compares_the_policies_and_reports_them(tmp_path, batch):
+    """The thesis' Table 4.2 in small: the free market, zonal fees at u = 17 and endogenous
+    charges in one study (its parts have different columns), its report table and the
+    figure of the charges per bus."""
+    import pandas as pd
     from typer.testing import CliRunner
 
     from jaxmarket.api import read_dataset
@@ -116,7 +121,25 @@ def test_a_study_runs_the_endogenous_market(tmp_path):
     result = CliRunner().invoke(app, ["sweep", str(tmp_path / "study.toml"), "--out",
                                       str(tmp_path / "out"), "--quiet"])
     assert result.exit_code == 0, result.output
-    row = read_dataset(tmp_path / "out").iloc[0]
+    rows = read_dataset(tmp_path / "out").set_index("policy")
+    assert list(rows["fee"]) == [0.0, 17.0, 0.0]
+    row = rows.loc["endogenous_dc"]
     assert row["converged"] and row["optimality_gap"] <= 1e-6
     assert row["most_loaded_line"] == "16-19" and row["congestion_collected"] > 0
-    assert row["total_traded"] == pytest.approx(3832, abs=1)
+    oracle = batch[3][0]  # Clarabel's line-constrained optimum of the published case
+    assert row["total_traded"] == pytest.approx(np.abs(oracle["trades"]).sum() / 2, abs=1)
+    assert np.isnan(rows.loc["none", "congestion_collected"])
+    assert rows.loc["none", "overloaded_lines"] == 1 and rows.loc["zonal", "overloaded_lines"] == 0
+
+    result = CliRunner().invoke(app, ["report", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    report = tmp_path / "out" / "report"
+    table = pd.read_csv(report / "network_comparison.csv").set_index("policy")
+    assert list(table.index) == ["free market", "zonal", "endogenous, distributed (4.24)"]
+    endogenous = table.loc["endogenous, distributed (4.24)"]
+    assert endogenous["network_collected"] == pytest.approx(row["congestion_collected"])
+    assert endogenous["traded_vs_free"] == pytest.approx(row["total_traded"] / rows.loc["none", "total_traded"])
+    assert table.loc["zonal", "network_collected"] == pytest.approx(rows.loc["zonal", "charges_collected"])
+    assert list(table["overloaded_lines"]) == [1, 0, 0]
+    assert (report / "network_endogenous_charges.png").stat().st_size > 0
+    assert not (report / "network_fees.md").exists()  # no fee is swept

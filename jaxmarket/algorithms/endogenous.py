@@ -10,7 +10,8 @@ injected, the SO pays it per MW of its copy. One iteration of the **distributed 
    ``-eta_n p_n + rho/2 (p_n - q_n)^2``: the same solve (``TradeUpdate``) with ``a_n + rho``
    and ``b_n - eta_n - rho q_n``;
 2. the SO projects ``p - eta / rho`` on the DC-feasible set ``{sum q = 0, |H q| <= rate}``
-   (``jaxmarket.congestion.project``, one small QP per case, exact);
+   (``jaxmarket.congestion.project``, one small QP per case, exact, warm-started from the
+   lines at a rating in its last step);
 3. ``lambda_nm <- lambda_nm - rho (p_nm + p_mn) / 2`` and ``eta_n <- eta_n + rho (q_n - p_n)``.
 
 The **decentralized form** (4.29, ``endogenous_dc_decentralized``) updates agents and SO at
@@ -58,6 +59,7 @@ class EndogenousState(NamedTuple):
     so_power: jax.Array  # (B, N) q, the SO's copy of the injections
     charge: jax.Array  # (B, N) eta, the endogenous charges (raw ADMM duals)
     balance_price: jax.Array  # (B,) rho theta, theta the multiplier of sum q = 0 at the last SO step
+    so_bound: jax.Array  # (B, L) lines at a rating in the last SO step (its warm start)
     so_converged: jax.Array  # (B,) every SO step so far converged
 
 
@@ -79,7 +81,8 @@ class EndogenousADMM(ConsensusADMM):
             raise InputError("solver.stopping", f"{self.name} stops on the global rule only")
         zeros = jnp.zeros_like(problem.community.a)
         admm = super().init(problem.community, params)
-        return EndogenousState(admm, zeros, zeros, zeros[:, 0], jnp.ones(zeros.shape[0], bool))
+        bound = jnp.zeros(problem.limits.rate.shape, jnp.int8)
+        return EndogenousState(admm, zeros, zeros, zeros[:, 0], bound, jnp.ones(zeros.shape[0], bool))
 
     def step(self, problem: GridProblem, params, state: EndogenousState) -> EndogenousState:
         community, admm = problem.community, state.admm
@@ -92,12 +95,12 @@ class EndogenousADMM(ConsensusADMM):
         prices = admm.prices - 0.5 * rho[..., None] * (trades + _swap(trades))
         power = local.power
         so = project((anchor if self.simultaneous else power) - state.charge / rho,
-                     community.active, problem.limits)
+                     community.active, problem.limits, state.so_bound)
         step = 0.5 if self.simultaneous else 1.0
         charge = jnp.where(community.active, state.charge + step * rho * (so.q - power), 0.0)
         admm = ADMMState(trades, jnp.where(community.edges, prices, 0.0), local, admm.rho,
                          admm.count + 1)
-        return EndogenousState(admm, so.q, charge, admm.rho * so.balance_price,
+        return EndogenousState(admm, so.q, charge, admm.rho * so.balance_price, so.bound,
                                state.so_converged & so.converged)
 
     def residuals(self, problem: GridProblem, params, previous: EndogenousState,

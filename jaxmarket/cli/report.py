@@ -15,7 +15,8 @@ app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, rich_mar
 def report(out: Path = typer.Argument(..., metavar="OUT_DIR", help="A study's dataset directory.")):
     """Write the figures (PNG, PDF) and tables (Markdown, CSV) of a study into OUT_DIR/report."""
     with user_errors():
-        setup_jax()  # the study is re-resolved, which generates a case per cell in float64
+        setup_jax()  # float64: the study is re-resolved (a case per cell) and some sections
+        # solve cases again (trade maps, endogenous charges)
         from jaxmarket.report import write_report
 
         written = write_report(out)

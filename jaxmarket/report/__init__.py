@@ -37,15 +37,14 @@ import matplotlib
 import matplotlib.style
 import numpy as np
 import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
 from matplotlib.figure import Figure
 
 from jaxmarket.study.config import Study, resolve
 from jaxmarket.errors import InputError
-from jaxmarket.study.store import read_manifest, verified, write_atomic
+from jaxmarket.study.store import read_listed, read_manifest, verified, write_atomic
 
-SECTIONS = ("summary", "algorithms", "sparsity", "layouts", "network", "uncertainty", "convergence")
+SECTIONS = ("summary", "algorithms", "sparsity", "layouts", "network", "endogenous", "uncertainty",
+            "convergence")
 
 STYLE_FILE = Path(__file__).with_name("jaxmarket.mplstyle")
 ONE_COLUMN = 3.5  # in: figure widths of a two-column paper
@@ -140,17 +139,11 @@ class Dataset:
     def complete(self) -> bool:
         return bool(self.manifest.get("complete"))
 
-    def _read(self, kind: str) -> pd.DataFrame | None:
-        entries = sorted(self.manifest.get("chunks", {}).values(), key=lambda e: (e["cell"], e["start"]))
-        paths = [self.out / e[kind] for e in entries if kind in e]
-        if not paths:
-            return None
-        return pa.concat_tables([pq.read_table(p) for p in paths]).to_pandas()
-
     @cached_property
     def cases(self) -> pd.DataFrame:
-        """Every finished case row, ordered by cell and case index."""
-        cases = self._read("cases")
+        """Every finished case row, ordered by cell and case index; a column some parts
+        lack (a study mixing markets) is null in their rows."""
+        cases = read_listed(self.out, self.manifest, "cases")
         if cases is None:
             raise InputError(str(self.out), "the dataset has no finished chunk yet")
         return cases
@@ -158,7 +151,7 @@ class Dataset:
     @cached_property
     def traces(self) -> pd.DataFrame | None:
         """The long-format traces, or None when the study recorded none."""
-        return self._read("traces")
+        return read_listed(self.out, self.manifest, "traces")
 
 
 def load(out) -> Dataset:

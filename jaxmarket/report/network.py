@@ -36,7 +36,14 @@ FEE_LABEL = "fee u (€/MWh, per unit distance)"
 
 
 def applies(dataset: Dataset) -> bool:
-    return {"policy", "fee", "inter_zone_traded"} <= set(dataset.cases.columns)
+    """A grid study whose fee is one value or swept; a fee per policy (a table) is the
+    comparison of ``jaxmarket.report.endogenous``."""
+    return ({"policy", "fee", "inter_zone_traded"} <= set(dataset.cases.columns)
+            and not fee_per_policy(dataset))
+
+
+def fee_per_policy(dataset: Dataset) -> bool:
+    return isinstance(dataset.manifest["config"].get("network", {}).get("fee"), dict)
 
 
 def _policies(cases: pd.DataFrame) -> list[str]:

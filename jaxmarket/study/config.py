@@ -7,7 +7,8 @@ rendered in ``docs/study-file.md``): sections ``[run]``, ``[community]``, ``[gra
 With ``network.case`` (a JSON case file with a grid, path relative to the working
 directory) the cells solve that case instead of generated communities: case k is the
 file's case with costs perturbed from ``(seed, k)`` (``case.perturbed_costs``; case 0 is
-the file itself) and the policy's network charges at fee u (``jaxmarket.charges``); such a
+the file itself) and the policy's network charges at fee u (``jaxmarket.charges``;
+``network.fee`` may be a table giving each policy its own fee, ``fee_of_policy``); such a
 study has no ``[community]`` or ``[graph]`` section, and its rows carry the grid columns
 (line loadings, inter-zone volume). Without ``network.case`` the ``[network]`` section is
 left out of the resolved config, so generator studies keep their cells and config hash.
@@ -44,7 +45,7 @@ from jaxmarket.errors import InputError
 from jaxmarket.markets.reserve import check_algorithm as check_reserve_algorithm
 from jaxmarket.schema import child, record, show
 from jaxmarket.study.cell import Cell
-from jaxmarket.study.keys import (OPTIONAL_KEYS, RANGES, SCHEMA, SWEPT_SECTIONS,
+from jaxmarket.study.keys import (FEE_POLICIES, OPTIONAL_KEYS, RANGES, SCHEMA, SWEPT_SECTIONS,
                                   name_check)
 from jaxmarket.study.resources import check_resources
 
@@ -139,9 +140,10 @@ def resolve(raw: dict, default_name: str, overrides: Iterable[tuple[str, Any]] =
 
     values = {f"{s}.{k}": v for s in SWEPT_SECTIONS if s in checked for k, v in checked[s].items()}
     swept = tuple(key for key, v in values.items() if isinstance(v, list))
+    _check_fee_table(values)
     cells = []
     for c, point in enumerate(itertools.product(*(values[key] for key in swept))):
-        cell_values = tuned({**values, **dict(zip(swept, point))}, prefix="solver.")
+        cell_values = fee_of_policy(tuned({**values, **dict(zip(swept, point))}, prefix="solver."))
         cells.append(Cell(c, cell_values, grid_cases.get(cell_values.get("network.case"))))
     cells = tuple(cells)
     for cell in cells:
@@ -190,6 +192,32 @@ def _case_checksums(grid_cases: dict, pinned) -> dict[str, str]:
                 raise InputError("network.case", f"{path} changed since the dataset was written "
                                                  f"(its SHA-256 differs from the manifest's)")
     return checksums
+
+
+def _check_fee_table(values: dict) -> None:
+    """A fee table names only swept policies and gives every policy that charges a fee
+    its own."""
+    fees = values.get("network.fee")
+    if not isinstance(fees, dict):
+        return
+    policies = values["network.policy"]
+    policies = policies if isinstance(policies, list) else [policies]
+    for policy in fees:
+        if policy not in policies:
+            raise InputError(f"network.fee.{policy}", f"policy {policy} is not in network.policy")
+    missing = [p for p in policies if p in FEE_POLICIES and p not in fees]
+    if missing:
+        raise InputError("network.fee", f"the fee table has no fee for policy {missing[0]}")
+
+
+def fee_of_policy(values: dict) -> dict:
+    """A cell's values with a fee table (``network.fee = {policy = u}``) replaced by the
+    fee of the cell's policy (0 for a policy without a fee): how a study pairs each policy
+    with its own fee, since cells are the Cartesian product of the swept keys."""
+    fees = values.get("network.fee")
+    if not isinstance(fees, dict):
+        return values
+    return {**values, "network.fee": fees.get(values["network.policy"], 0.0)}
 
 
 def _omit_unused_keys(checked: dict, merged: dict) -> None:

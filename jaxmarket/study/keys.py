@@ -15,7 +15,7 @@ from functools import partial
 from typing import Any, NamedTuple
 
 from jaxmarket.algorithms import check_algorithm, solver_schema
-from jaxmarket.charges import NETWORK_POLICIES
+from jaxmarket.charges import NETWORK_POLICIES, POLICIES
 from jaxmarket.errors import InputError
 from jaxmarket.generator import CHARGES, LAYOUTS, GeneratorParams, generate
 from jaxmarket.markets.reserve import ReserveStudyParams
@@ -25,6 +25,7 @@ from jaxmarket.study.cell import pair_suffixes
 from jaxmarket.uncertainty import ALLOCATIONS
 
 DTYPES = ("float64", "float32")
+FEE_POLICIES = tuple(p for p in POLICIES if p != "none")  # the policies a fee table may name
 
 
 def name_check(value, field):
@@ -81,6 +82,20 @@ def _flag(value, field):
     return value
 
 
+def fee_check(value, field):
+    """A fee u, or a table ``policy -> u`` for the policies that charge one (the fee of a
+    cell is then its policy's: ``jaxmarket.study.config.fee_of_policy``)."""
+    if not isinstance(value, dict):
+        return number(value, field, ge=0)
+    if not value:
+        raise InputError(field, "empty fee table: give policy = fee pairs")
+    for policy in value:
+        if policy not in FEE_POLICIES:
+            raise InputError(child(field, policy), f"not a policy that charges a fee (one of "
+                                                   f"{', '.join(FEE_POLICIES)})")
+    return {policy: number(fee, child(field, policy), ge=0) for policy, fee in value.items()}
+
+
 # section -> key -> Key.
 SCHEMA: dict[str, dict[str, Key]] = {
     "run": {
@@ -112,8 +127,10 @@ SCHEMA: dict[str, dict[str, Key]] = {
                       "network charge policy: none, unique, distance_ptd, distance_thevenin, zonal "
                       "(exogenous, at the fee), endogenous_dc or endogenous_dc_decentralized (the "
                       "system operator prices congestion in the negotiation; the fee is ignored)"),
-        "fee": Key(0.0, partial(number, ge=0), "EUR/MWh",
-                   "unit network fee u (per unit of the policy's distance)"),
+        "fee": Key(0.0, fee_check, "EUR/MWh",
+                   "unit network fee u (per unit of the policy's distance); or a table "
+                   "policy -> u, each swept policy at its own fee (e.g. {zonal = 17.0, "
+                   "unique = 16.0}; none and the endogenous policies take 0)"),
         "cost_perturbation": Key(0.0, partial(number, ge=0, lt=1), "1",
                                  "relative perturbation of every agent's a and b (case k > 0)"),
     },

@@ -274,16 +274,28 @@ def io_error(error: OSError, out: Path) -> InputError:
 
 def read_parts(out: Path, kind: str = "cases"):
     """The rows of a dataset's listed parts of ``kind`` ("cases" or "traces") as one
-    DataFrame, in (cell, case) order; a dataset without a manifest, or with a missing or
-    damaged part, is an ``InputError``."""
+    DataFrame, in (cell, case) order, columns merged across parts (``read_listed``); a
+    dataset without a manifest, or with a missing or damaged part, is an ``InputError``."""
     import pandas as pd
 
     manifest = read_manifest(out)
     if manifest is None:
         raise InputError(str(out), f"no {MANIFEST}: not a jaxmarket dataset")
     verified(out, manifest)
+    rows = read_listed(out, manifest, kind)
+    return pd.DataFrame() if rows is None else rows
+
+
+def read_listed(out: Path, manifest: dict, kind: str):
+    """The parts of ``kind`` that ``manifest`` lists, in (cell, case) order, as one
+    DataFrame (None when it lists none). Parts may have different columns (a study mixing
+    markets: endogenous charges, the reserve market): the schemas are merged, a column a
+    part lacks is null there, and a column's type is widened where parts disagree (an
+    integer column that is float elsewhere). ``pandas.read_parquet`` on the folder would
+    keep the first part's columns only."""
     entries = sorted(manifest.get("chunks", {}).values(), key=lambda e: (e["cell"], e["start"]))
     paths = [out / e[kind] for e in entries if kind in e]
     if not paths:
-        return pd.DataFrame()
-    return pa.concat_tables([pq.read_table(path) for path in paths]).to_pandas()
+        return None
+    return pa.concat_tables([pq.read_table(path) for path in paths],
+                            promote_options="permissive").to_pandas()
