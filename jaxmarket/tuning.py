@@ -2,9 +2,10 @@
 
 The knobs are the continuous hyperparameters of an algorithm: ADMM's penalty rho (the
 initial one under residual balancing) and, for ``admm_relaxed``, the relaxation; RCI's and
-PCMBED's ``[c, p]`` of the four sequences ``c / k^p`` (alpha, beta, eta, delta). Scales
-(rho, every c) are optimised as logarithms, exponents and the relaxation as themselves,
-each kept within a box (``Knob``).
+PCMBED's ``[c, p]`` of the four sequences ``c / k^p`` (alpha, beta, eta, delta), or with
+``constant`` only their scales c (p = 0: a tuning that a truncated surrogate cannot buy
+with gains that decay after K iterations). Scales (rho, every c) are optimised as
+logarithms, exponents and the relaxation as themselves, each kept within a box (``Knob``).
 
 The surrogate of a tuning on a batch of communities is, per case, the log of
 
@@ -20,7 +21,8 @@ Two searches, both on the same training communities:
 
 * ``random_search``: log-uniform draws of every scale within two decades of the start
   (inside its box), uniform draws of the other knobs over their box, all evaluated on the
-  whole batch in one compiled program;
+  whole batch in one compiled program; optionally in rounds, each drawn around the best
+  point so far with half the previous spread (an evolutionary search);
 * ``adam``: optax Adam on the knobs from the start (the algorithm's own values), with
   the exact gradient of the surrogate through the K iterations (forward mode: one tangent
   per knob, and ADMM's exact local solve is a while loop that reverse mode cannot
@@ -87,11 +89,14 @@ class Knob:
         return self.encode(self.low), self.encode(self.high)
 
 
-def knobs(algorithm: Algorithm) -> tuple[Knob, ...]:
-    """The continuous parameters ``tune`` fits for ``algorithm``."""
+def knobs(algorithm: Algorithm, constant: bool = False) -> tuple[Knob, ...]:
+    """The continuous parameters ``tune`` fits for ``algorithm``; with ``constant``, only
+    the scales of RCI's sequences (their exponents are then 0)."""
     if isinstance(algorithm, RCI):
-        return tuple(Knob(name, part, log, *box) for name in SEQUENCES
-                     for part, log, box in ((0, True, (1e-6, 1e3)), (1, False, (0.0, 1.0))))
+        parts = ((0, True, (1e-6, 1e3)),) if constant else ((0, True, (1e-6, 1e3)), (1, False, (0.0, 1.0)))
+        return tuple(Knob(name, part, log, *box) for name in SEQUENCES for part, log, box in parts)
+    if constant:
+        raise InputError("--constant", f"{algorithm.name} has no sequences (only rci and pcmbed)")
     fields = {f.name for f in algorithm.declarations()}
     found = []
     if "rho" in fields:
@@ -113,14 +118,15 @@ def start(algorithm: Algorithm, chosen: tuple[Knob, ...]) -> np.ndarray:
 
 
 def values_of(chosen: tuple[Knob, ...], x) -> dict:
-    """Solver values of an encoded point: scalars, and ``(c, p)`` pairs for sequences."""
+    """Solver values of an encoded point: scalars, and ``(c, p)`` pairs for sequences (a
+    sequence whose exponent is no knob is constant, p = 0)."""
     values: dict = {}
     for knob, v in zip(chosen, x):
         v = knob.decode(v)
         if knob.part is None:
             values[knob.key] = v
         else:
-            pair = values.setdefault(knob.key, [None, None])
+            pair = values.setdefault(knob.key, [None, 0.0])
             pair[knob.part] = v
     return {key: tuple(v) if isinstance(v, list) else v for key, v in values.items()}
 
@@ -223,15 +229,19 @@ def loss_function(algorithm: Algorithm, chosen: tuple[Knob, ...], unroll: int):
     return loss, value_and_grad
 
 
-def draws(chosen: tuple[Knob, ...], around: np.ndarray, count: int, seed: int) -> np.ndarray:
+def draws(chosen: tuple[Knob, ...], around: np.ndarray, count: int, seed: int,
+          narrowing: int = 0) -> np.ndarray:
     """``count`` random points: scales log-uniform within ``DRAW_DECADES`` of ``around``,
-    other knobs uniform over their box."""
-    rng = np.random.default_rng(seed)
+    other knobs uniform over their box; every spread halved ``narrowing`` times (then
+    centred on ``around``), within the box."""
+    # The first round's draws are those of the single-round search (reproducible tunings).
+    rng = np.random.default_rng([seed, narrowing] if narrowing else seed)
     points = np.empty((count, len(chosen)))
     for j, knob in enumerate(chosen):
         low, high = knob.box
-        if knob.log:
-            spread = DRAW_DECADES * math.log(10)
+        spread = DRAW_DECADES * math.log(10) if knob.log else (high - low) / 2
+        if knob.log or narrowing:
+            spread /= 2**narrowing
             low, high = max(low, around[j] - spread), min(high, around[j] + spread)
         points[:, j] = rng.uniform(low, high, count)
     return points
@@ -298,29 +308,36 @@ def cases_for(agents: int, smallest: int, count: int) -> int:
 
 class Tuned(NamedTuple):
     values: dict  # the chosen tuning, rounded (solver key -> value)
-    source: str  # "default", "random search" or "adam"
+    source: str  # "start", "random search" or "adam"
     validation: dict  # candidate -> mean validation surrogate
     training: dict  # candidate -> mean training surrogate
     history: list  # Adam's training losses
 
 
 def tune(algorithm: Algorithm, train: list[Batch], validate: list[Batch], *, unroll: int,
-         n_draws: int, steps: int, learning_rate: float, seed: int,
-         report: Callable[[str], None] = lambda line: None) -> Tuned:
-    """Random search and Adam from the start; the candidate with the lowest validation
-    surrogate wins (module doc)."""
-    chosen = knobs(algorithm)
+         n_draws: int, steps: int, learning_rate: float, seed: int, rounds: int = 1,
+         constant: bool = False, report: Callable[[str], None] = lambda line: None) -> Tuned:
+    """Random search and Adam from the start (the algorithm's own values; with
+    ``constant``, its sequences' scales held constant); the candidate with the lowest
+    validation surrogate wins (module doc). The random search draws ``n_draws`` points in
+    each of ``rounds`` rounds, every round after the first around the best point so far
+    with half the previous spread."""
+    chosen = knobs(algorithm, constant)
     x0 = start(algorithm, chosen)
     loss, value_and_grad = loss_function(algorithm, chosen, unroll)
-    candidates = {"default": x0}
-    training = {"default": float(loss(jnp.asarray(x0), train))}
-    report(f"default: training surrogate {training['default']:.3f}")
+    candidates = {"start": x0}
+    training = {"start": float(loss(jnp.asarray(x0), train))}
+    report(f"start: training surrogate {training['start']:.3f}")
     if n_draws:
-        points = draws(chosen, x0, n_draws, seed)
-        scores = random_search(algorithm, chosen, unroll, train, points)
-        best = int(np.argmin(scores))
-        candidates["random search"], training["random search"] = points[best], float(scores[best])
-        report(f"random search, {n_draws} draws: best training surrogate {scores[best]:.3f}")
+        best, best_score = x0, math.inf
+        for narrowing in range(rounds):
+            points = draws(chosen, best, n_draws, seed, narrowing)
+            scores = random_search(algorithm, chosen, unroll, train, points)
+            if scores.min() < best_score:
+                best, best_score = points[int(np.argmin(scores))], float(scores.min())
+            report(f"random search, round {narrowing + 1}, {n_draws} draws: best training "
+                   f"surrogate so far {best_score:.3f}")
+        candidates["random search"], training["random search"] = best, best_score
     if steps:
         # From the start, not the best draw: near a draw at the edge of stability the
         # truncated gradient explodes (measured: 1e10 against finite differences of 1e2).

@@ -84,14 +84,48 @@ def test_tuner_improves_the_surrogate(tmp_path, algorithm, knob_names):
     assert [k.name for k in tuning.knobs(base)] == knob_names
     result = tuning.tune(base, train, validate, unroll=30, n_draws=4, steps=8, learning_rate=0.1,
                          seed=0)
-    assert result.history[0] == pytest.approx(result.training["default"])  # Adam starts there
+    assert result.history[0] == pytest.approx(result.training["start"])  # Adam starts there
     assert min(h for h in result.history if np.isfinite(h)) < result.history[0] - 0.1
-    assert result.validation[result.source] < result.validation["default"] - 0.1
+    assert result.validation[result.source] < result.validation["start"] - 0.1
     # The chosen values, as written, give the validation surrogate reported for them.
     chosen = tuning.knobs(base)
     loss, _ = tuning.loss_function(base, chosen, 30)
     assert float(loss(jnp.asarray(tuning.encoded(chosen, result.values)), validate)) == pytest.approx(
         result.validation[result.source], rel=1e-12)
+
+
+def test_constant_sequences(tmp_path):
+    base, train = batches(tmp_path, "rci", range(10, 14))
+    _, validate = batches(tmp_path, "rci", range(14, 18))
+    chosen = tuning.knobs(base, constant=True)
+    assert [k.name for k in chosen] == ["alpha_c", "beta_c", "eta_c", "delta_c"]
+    # The start holds the thesis scales constant.
+    assert tuning.rounded(chosen, tuning.start(base, chosen)) == {
+        "alpha": (0.01, 0.0), "beta": (0.1, 0.0), "eta": (0.005, 0.0), "delta": (1.0, 0.0)}
+    result = tuning.tune(base, train, validate, unroll=30, n_draws=4, steps=0, learning_rate=0.1,
+                         seed=0, rounds=3, constant=True)
+    assert result.source == "random search"
+    assert all(p == 0.0 for _, p in result.values.values())
+    assert result.validation["random search"] < result.validation["start"] - 0.1
+    with pytest.raises(InputError, match="no sequences"):
+        tuning.knobs(batches(tmp_path, "admm", range(1))[0], constant=True)
+
+
+def test_later_rounds_draw_around_the_best_point(tmp_path):
+    base, _ = batches(tmp_path, "rci", range(1))
+    chosen = tuning.knobs(base)
+    centre = tuning.start(base, chosen)
+    first = tuning.draws(chosen, centre, 200, 0)
+    assert np.array_equal(first, tuning.draws(chosen, centre, 200, 0, narrowing=0))
+    third = tuning.draws(chosen, centre, 200, 0, narrowing=2)
+    for j, knob in enumerate(chosen):
+        low, high = knob.box
+        width = (2 * np.log(10) if knob.log else (high - low) / 2) / 4
+        assert np.all(np.abs(third[:, j] - centre[j]) <= width + 1e-12), knob.name
+        assert np.all((third[:, j] >= low) & (third[:, j] <= high)), knob.name
+    # Exponents: the whole box in the first round, around the centre afterwards.
+    exponents = [j for j, knob in enumerate(chosen) if not knob.log]
+    assert first[:, exponents].max() > 0.9 and first[:, exponents].min() < 0.1
 
 
 def test_no_knob_is_an_input_error(tmp_path):
@@ -150,6 +184,8 @@ def test_tune_command_end_to_end(tmp_path):
     (["--algorithm", "nope"], "error: --algorithm: expected one of"),
     (["--algorithm", "rci", "--steps", "0", "--draws", "0"], "error: --steps: nothing to fit"),
     (["--algorithm", "rci", "--set", "solver.trace_every=0"], "error: solver.trace_every: "),
+    (["--algorithm", "admm", "--constant"], "error: --constant: admm has no sequences"),
+    (["--algorithm", "rci", "--rounds", "0"], "error: --rounds: "),
     (["--algorithm", "admm", "--set", "solver.rho=[1.0,2.0]"], "error: solver.rho: tune fits one tuning"),
 ])
 def test_bad_input_is_one_line(tmp_path, args, message):

@@ -41,6 +41,10 @@ def tune(
     draws: int = typer.Option(32, metavar="D", help="Random-search draws (0: Adam only)."),
     learning_rate: float = typer.Option(0.05, metavar="LR", help="Adam's learning rate on the "
                                         "encoded knobs (logarithms of scales)."),
+    rounds: int = typer.Option(1, metavar="R", help="Random-search rounds of D draws, each "
+                               "around the best point so far with half the previous spread."),
+    constant: bool = typer.Option(False, "--constant", help="RCI, PCMBED: fit constant "
+                                  "sequences (the scales c, with p = 0)."),
     train_cases: int = typer.Option(16, metavar="B", help="Training (and validation) cases at "
                                     "the smallest N; fewer at larger N, by the ratio of trades."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Rerun the held-out sweeps from scratch."),
@@ -56,7 +60,7 @@ def tune(
         from jaxmarket.study.store import read_manifest, read_parts
 
         runner.use_cpu_devices(0)
-        for value, flag in ((unroll, "--unroll"), (train_cases, "--train-cases")):
+        for value, flag in ((unroll, "--unroll"), (train_cases, "--train-cases"), (rounds, "--rounds")):
             integer(value, flag, gt=0)
         for value, flag in ((steps, "--steps"), (draws, "--draws")):
             integer(value, flag, ge=0)
@@ -69,7 +73,7 @@ def tune(
         if solver_swept:
             raise InputError(solver_swept[0], "tune fits one tuning; the study sweeps this solver key")
         base = study.cells[0].algorithm
-        chosen = tuning.knobs(base)
+        chosen = tuning.knobs(base, constant)
         if base.trace_every == 0:
             raise InputError("solver.trace_every", "the report counts iterations to a gap from the "
                                                    "trace; set solver.trace_every > 0")
@@ -99,7 +103,7 @@ def tune(
 
     result = tuning.tune(base, batches("training"), batches("validation"), unroll=unroll,
                          n_draws=draws, steps=steps, learning_rate=learning_rate, seed=study.seed,
-                         report=say)
+                         rounds=rounds, constant=constant, report=say)
     assignments = tuning.overrides(result.values)
     command = shlex.join(["jaxmarket", "sweep", str(file), *[a for s in sets for a in ("--set", s)],
                           *[a for s in assignments for a in ("--set", s)]])
@@ -125,7 +129,8 @@ def tune(
         table = tuning.held_out_table(datasets["default"], datasets["tuned"])
         lines = [f"# Tuning {algorithm} on {file}", "",
                  f"Fitted in {time.perf_counter() - start:.0f} s (held-out sweeps included): "
-                 f"surrogate after K = {unroll} iterations, {draws} random draws, {steps} Adam "
+                 f"surrogate after K = {unroll} iterations, {rounds} × {draws} random draws"
+                 f"{' of constant sequences' if constant else ''}, {steps} Adam "
                  f"steps (learning rate {learning_rate}), training cases per N "
                  f"{dict(zip((c.n_agents for c in cells), counts))} from case index "
                  f"{split['training'].start}, as many validation cases from "
