@@ -50,7 +50,9 @@ def assert_feasible(community, result, eps):
 def solved_batch(request):
     """27 random cases each (sizes 3-40, sparsity 0/0.3/0.6, a third with prosumers)."""
     community = random_batch(11 + request.param, 27, charges=request.param)
-    return request.param, community, run_admm(community)
+    # 6000 iterations: every case without charges converges within 500; with charges the
+    # drifting cases are within 5e-5 of the optimum from about 5000 on.
+    return request.param, community, run_admm(community, max_iter=6000)
 
 
 def test_admm_matches_clarabel(solved_batch):

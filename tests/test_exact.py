@@ -68,21 +68,21 @@ def test_prices_support_every_agent(solved):
                 assert abs(c["a"][b, n] * power[b, n] + c["b"][b, n] - mu) <= 1e-6
 
 
-def test_unconverged_is_not_flagged_converged():
+def test_unconverged_is_not_flagged_converged(solved):
     """An interior point stopped after two iterations has not met its tolerance: the case
     stops after its one step, unconverged, whatever max_iter says."""
-    community = random_batch(42, 3, sizes=(5, 8))
+    community, _ = solved  # the module's batch shape: fewer programs to compile
     algorithm = Exact(ipm_max_iter=2)
     result = p2p.run(community, algorithm, "blocked")
     assert not np.asarray(result.converged).any()
     np.testing.assert_array_equal(np.asarray(result.iterations), 1)
 
 
-def test_float32_rows_are_the_float64_solution_rounded():
+def test_float32_rows_are_the_float64_solution_rounded(solved):
     """A float32 study gets the float64 solution: converged, objective to float32 rounding."""
-    community = random_batch(44, 3, sizes=(10, 14))
+    community, result = solved
     rows32 = solve(astype(community, jnp.float32), Exact()).frame()
-    rows64 = solve(community, Exact()).frame()
+    rows64 = result.frame()
     assert rows32.converged.all()
     np.testing.assert_allclose(rows32.objective, rows64.objective, rtol=1e-5)
 

@@ -20,9 +20,8 @@ from jaxmarket.community import Community, astype
 from jaxmarket.congestion import LineLimits, solve_dc_reference
 from jaxmarket.driver import DriverResult, iterate
 from jaxmarket.markets.lanes import driver_options
-from jaxmarket.markets.rows import BatchResult, driver_columns, with_gap_columns
-from jaxmarket.metrics import gap_floor, market_metrics, optimality_gap
-from jaxmarket.pool import pool_dispatch
+from jaxmarket.markets.rows import BatchResult, reference_rows
+from jaxmarket.metrics import market_metrics
 
 
 def run(community: Community, limits: LineLimits, algorithm: Algorithm,
@@ -49,20 +48,11 @@ def tabulate(community: Community, limits: LineLimits, algorithm: Algorithm,
     metrics["messages_per_agent_mean"] = metrics["messages"] / jnp.maximum(parties + 1, 1)
     charge = jnp.where(exact.active, congestion_charge(state).astype(jnp.float64), 0.0)
     power = jnp.where(exact.active, trades.sum(-1), 0.0)
-    reference = solve_dc_reference(exact, limits)
-    gap = gap_floor(exact)
-    rows = {
-        **driver_columns(result),
-        **metrics,
-        "reference_objective": reference.objective,
-        "reference_converged": reference.converged,
-        "optimality_gap": optimality_gap(metrics["objective"], reference.objective, gap),
-        "pool_price": pool_dispatch(exact).price,
-        "endogenous_charge_mean": charge.sum(-1) / jnp.maximum(parties, 1),
-        "endogenous_charge_min": jnp.where(exact.active, charge, jnp.inf).min(-1),
-        "endogenous_charge_max": jnp.where(exact.active, charge, -jnp.inf).max(-1),
-        "congestion_collected": -(charge * power).sum(-1),
-        "so_messages": so_messages,
-    }
-    rows, trace = with_gap_columns(rows, result, reference.objective, gap, algorithm.trace_every)
+    rows, trace = reference_rows(
+        exact, result, metrics, solve_dc_reference(exact, limits), algorithm.trace_every,
+        endogenous_charge_mean=charge.sum(-1) / jnp.maximum(parties, 1),
+        endogenous_charge_min=jnp.where(exact.active, charge, jnp.inf).min(-1),
+        endogenous_charge_max=jnp.where(exact.active, charge, -jnp.inf).max(-1),
+        congestion_collected=-(charge * power).sum(-1),
+        so_messages=so_messages)
     return BatchResult(rows, trace, trades, prices, agent_charge=charge)

@@ -25,9 +25,8 @@ from jaxmarket.algorithms import Algorithm, local_stopping
 from jaxmarket.community import Community, astype, take
 from jaxmarket.driver import DriverResult, iterate
 from jaxmarket.markets.lanes import driver_options, neighbour_widths
-from jaxmarket.markets.rows import BatchResult, driver_columns, with_gap_columns
-from jaxmarket.metrics import gap_floor, market_metrics, optimality_gap
-from jaxmarket.pool import pool_dispatch
+from jaxmarket.markets.rows import BatchResult, reference_rows
+from jaxmarket.metrics import market_metrics
 from jaxmarket.reference import solve_reference
 
 
@@ -79,15 +78,6 @@ def tabulate(community: Community, algorithm: Algorithm, result: DriverResult) -
     metrics = market_metrics(exact, trades, prices, result.iterations, floor)
     if getattr(result.state, "stopping", None) is not None:  # a local stopping rule
         metrics.update(local_stopping.columns(exact, result.state.stopping, result.iterations))
-    reference = solve_reference(exact)
-    gap = gap_floor(exact)
-    rows = {
-        **driver_columns(result),
-        **metrics,
-        "reference_objective": reference.objective,
-        "reference_converged": reference.converged,
-        "optimality_gap": optimality_gap(metrics["objective"], reference.objective, gap),
-        "pool_price": pool_dispatch(exact).price,
-    }
-    rows, trace = with_gap_columns(rows, result, reference.objective, gap, algorithm.trace_every)
+    rows, trace = reference_rows(exact, result, metrics, solve_reference(exact),
+                                 algorithm.trace_every)
     return BatchResult(rows, trace, trades, prices)

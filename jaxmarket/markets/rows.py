@@ -22,7 +22,8 @@ import numpy as np
 import pandas as pd
 
 from jaxmarket.driver import DriverResult
-from jaxmarket.metrics import optimality_gap
+from jaxmarket.metrics import gap_floor, optimality_gap
+from jaxmarket.pool import pool_dispatch
 
 
 class BatchResult(NamedTuple):
@@ -99,3 +100,23 @@ def long_trace(trace, gaps, every: int):
     return {"case": case, "iteration": (slot + 1) * every, "primal_residual": primal[case, slot],
             "dual_residual": dual[case, slot], "objective": objective[case, slot],
             "optimality_gap": gaps[case, slot]}
+
+
+def reference_rows(exact, result: DriverResult, metrics: dict, reference, trace_every: int,
+                   **extra):
+    """The rows of a market checked against an exact reference (``objective``,
+    ``converged``): driver columns, metrics, the reference and the optimality gap on the
+    case's floor, the pool price, ``extra`` columns; with the iterations-to-gap columns and
+    the long trace."""
+    floor = gap_floor(exact)
+    rows = {
+        **driver_columns(result),
+        **metrics,
+        "reference_objective": reference.objective,
+        "reference_converged": reference.converged,
+        "optimality_gap": optimality_gap(metrics["objective"], reference.objective, floor),
+        "pool_price": pool_dispatch(exact).price,
+        **extra,
+    }
+    return with_gap_columns(rows, result, reference.objective, floor, trace_every)
+
