@@ -11,7 +11,8 @@
 ``graph`` defaults to ``"full"``; ``"bipartite"`` lets producers trade with consumers only
 (prosumers with everyone). An explicit ``edges`` list (undirected pairs) replaces
 ``graph``. A charge ``gamma_ij`` is what agent i pays per unit of ``p_ij`` and follows the
-SPEC section 1 sign convention: a seller's charge is >= 0, a buyer's <= 0. Network data
+SPEC section 1 sign convention: a seller's charge is >= 0, a buyer's <= 0; a network
+policy's charge adds to these (``jaxmarket.charges``). Network data
 (buses, branches, agent buses) are checked and kept in ``CaseFile.meta`` for
 ``jaxmarket.network``: every bus reference must be a known bus, and a case with branches
 needs a reference bus, a bus for every agent, non-zero reactances and a connected grid.

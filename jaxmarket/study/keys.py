@@ -109,7 +109,8 @@ SCHEMA: dict[str, dict[str, Key]] = {
     "network": {
         "case": Key(None, text, "n/a", "case file with a grid: a packaged name or a path"),
         "policy": Key("none", partial(text, choices=POLICIES), "n/a",
-                      "network charge policy: none, unique, distance_ptd, distance_thevenin, zonal"),
+                      "network charge policy: none, unique, distance_ptd, distance_thevenin, zonal; "
+                      "adds to the case file's own charges"),
         "fee": Key(0.0, partial(number, ge=0), "EUR/MWh",
                    "unit network fee u (per unit of the policy's distance)"),
         "cost_perturbation": Key(0.0, partial(number, ge=0, lt=1), "1",
