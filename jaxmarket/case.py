@@ -11,14 +11,16 @@
 ``graph`` defaults to ``"full"``; ``"bipartite"`` lets producers trade with consumers only
 (prosumers with everyone). An explicit ``edges`` list (undirected pairs) replaces
 ``graph``. A charge ``gamma_ij`` is what agent i pays per unit of ``p_ij`` and follows the
-SPEC section 1 sign convention: a seller's charge is >= 0, a buyer's <= 0. Network data
+SPEC section 1 sign convention: a seller's charge is >= 0, a buyer's <= 0; a network
+policy's charge adds to these (``jaxmarket.charges``). Network data
 (buses, branches, agent buses) are checked and kept in ``CaseFile.meta`` for
 ``jaxmarket.network``: every bus reference must be a known bus, and a case with branches
 needs a reference bus, a bus for every agent, non-zero reactances and a connected grid.
 Any key outside this schema is an error, so a typo never goes unnoticed.
 
-Energy and reserve market (optional, ``jaxmarket.reserve_study.case_market``): an agent may
-carry ``"uncertain": true`` with a ``"forecast": {"mean", "sd", "distribution"
+Energy and reserve market (optional, ``jaxmarket.markets.reserve.case_market``;
+``jaxmarket solve`` clears it for a case with reserve data): an agent may carry
+``"uncertain": true`` with a ``"forecast": {"mean", "sd", "distribution"
 ("gaussian" | "beta"), "low", "high"}`` (required when uncertain; sd >= 0; a beta forecast
 needs its support), reserve limits ``r_up_max``, ``r_down_max`` (default 0) and reserve
 costs ``reserve_a_up/down`` (default the agent's ``a``), ``reserve_b_up/down`` (default 0);

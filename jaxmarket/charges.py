@@ -15,7 +15,10 @@ seller side, ``-u w_nm / 2`` on the buyer side, so ``gamma_nm p_nm >= 0``):
 The endogenous policies (``ENDOGENOUS``, SPEC 7.1) charge no fee: the system operator
 prices congestion in the negotiation instead (``jaxmarket.algorithms.endogenous``).
 
-u is in €/MWh per unit of ``w``. The seller side of a pair is decided as in the generator
+u is in €/MWh per unit of ``w``. A policy's charge adds to the charges a case already has
+(a case file's explicit ``charges`` list: the trade charges of the market itself), so
+``none`` keeps them as they are and ``gamma_nm = gamma_case_nm + gamma_policy_nm``
+otherwise; both follow the SPEC section 1 signs, and so does their sum. The seller side of a pair is decided as in the generator
 (``generator.seller_side``: producer before prosumer before consumer, then the lower
 ``b``): on New England's producer-consumer graph the producer sells.
 """
@@ -94,7 +97,9 @@ def charge_matrix(community: Community, weight, fee):
 
 
 def apply_policy(community: Community, grid: Grid, policy: str, fee) -> Community:
-    return community._replace(charge=charge_matrix(community, grid.weight[policy], fee))
+    """The community with the policy's network charge added to its own trade charges."""
+    network = charge_matrix(community, grid.weight[policy], fee)
+    return community._replace(charge=(community.charge + network).astype(community.dtype))
 
 
 def grid_outcome(grid: Grid, trades, injections=None) -> dict[str, np.ndarray]:

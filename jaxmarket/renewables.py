@@ -2,7 +2,7 @@
 
 ``add_renewables(community, seed, case_indices, params)`` turns some producers of each
 case into renewables and equips every agent with reserve data, returning the
-``ReserveMarket`` (requirement quantiles still zero: ``jaxmarket.reserve_study`` sets them
+``ReserveMarket`` (requirement quantiles still zero: ``jaxmarket.markets.reserve`` sets them
 from an allocation) and the ``Forecast`` of every agent. The community itself is drawn by
 ``jaxmarket.generator`` and left bit-identical; the draws here come from a separate stream
 ``fold_in(fold_in(PRNGKey(seed), case_index), RENEWABLE_STREAM)``, so the same

@@ -276,6 +276,56 @@ def test_zonal_fee_removes_inter_zone_trades(charged_markets, new_england_grid):
     assert inter[1] < 1e-3
 
 
+def _with_charges(doc, seed):
+    """New England with a random explicit charge on every other directed trade (SPEC
+    signs: a producer's >= 0, a consumer's <= 0); returns the charge matrix too."""
+    rng = np.random.default_rng(seed)
+    ids = [agent["id"] for agent in doc["agents"]]
+    producer = np.array([agent["p_min"] >= 0 for agent in doc["agents"]])
+    gamma = np.zeros((len(ids), len(ids)))
+    items = []
+    for n, m in zip(*np.nonzero(producer[:, None] != producer[None, :])):  # bipartite graph
+        if rng.uniform() < 0.5:
+            gamma[n, m] = rng.uniform(0.0, 8.0) * (1 if producer[n] else -1)
+            items.append([ids[n], ids[m], gamma[n, m]])
+    return {**doc, "charges": items}, gamma
+
+
+@pytest.mark.parametrize("policy, fee", [("none", 0.0), ("unique", 6.0)])
+def test_explicit_case_charges_are_kept_and_a_policy_adds_to_them(tmp_path, policy, fee):
+    """Once dropped on a case with a grid: ``solve`` cleared the free market. The rule
+    (docs/model.md): gamma = the case's charges + the policy's (+-u w / 2, w = 1 for
+    unique; on New England the producer sells)."""
+    free = json.loads(NEW_ENGLAND.read_text())
+    doc, explicit = _with_charges(free, seed=11)
+    path, out = tmp_path / "charged.json", tmp_path / "row.parquet"
+    path.write_text(json.dumps(doc))
+    result = CliRunner().invoke(app, ["solve", str(path), "--policy", policy, "--fee", str(fee),
+                                      "--tol", "1e-5", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    row = pd.read_parquet(out).iloc[0]
+    trades = pd.read_parquet(out.with_name("row.trades.parquet"))
+
+    community = parse_case(free, "free").community  # no charges: the oracle's are built here
+    producer = np.asarray(community.p_min[0]) >= 0
+    edges = np.asarray(community.edges[0])
+    network = np.where(edges, np.where(producer[:, None], fee / 2, -fee / 2), 0.0)
+    charged = community._replace(charge=jnp.asarray((explicit + network)[None]))
+    oracle, free_market = clarabel_p2p(charged, 0), clarabel_p2p(community, 0)
+    # The charges matter: far more than the tolerance of the comparisons below.
+    assert abs(oracle["objective"] - free_market["objective"]) > 10 * 1e-4 * abs(oracle["objective"])
+
+    assert row.converged and row.reference_converged
+    assert row.reference_objective == pytest.approx(oracle["objective"], rel=1e-9)
+    assert row.objective == pytest.approx(oracle["objective"], rel=1e-4)
+    ids = [agent["id"] for agent in free["agents"]]
+    power = trades.groupby("i").p_ij.sum().reindex(ids).to_numpy()
+    np.testing.assert_allclose(power, oracle["p"], atol=0.05)
+    gamma = explicit + network
+    paid = sum(gamma[ids.index(i), ids.index(j)] * q for i, j, q in trades[["i", "j", "p_ij"]].itertuples(index=False))
+    assert row.charges_collected == pytest.approx(paid, rel=1e-9)
+
+
 # --- Bad network data ---------------------------------------------------------------
 
 

@@ -1,4 +1,5 @@
-"""The energy + reserve market: its local QP and its ADMM against Clarabel."""
+"""The energy + reserve market: its local QP and its ADMM against Clarabel, and
+``jaxmarket solve`` on a case file with reserve data."""
 
 import dataclasses
 
@@ -145,3 +146,69 @@ def test_small_qp_matches_clarabel():
         assert bool(got.converged[0])
         assert abs(float(got.objective[0]) - problem.value) <= 1e-9 * max(1.0, abs(problem.value))
         np.testing.assert_allclose(np.asarray(got.z[0]) @ A.T, rhs, atol=1e-9)
+
+
+# Three agents: a producer, a Gaussian renewable (its forecast 30 +- 10 MW) and a consumer.
+RESERVE_CASE = {
+    "name": "tiny", "reserve": {"delta": 0.95, "allocation": "abs_sigma"},
+    "agents": [
+        {"id": 1, "a": 0.1, "b": 20, "p_min": 0, "p_max": 100, "r_up_max": 30, "r_down_max": 30},
+        {"id": 2, "a": 0.0, "b": 0, "p_min": 0, "p_max": 80, "uncertain": True, "r_down_max": 80,
+         "reserve_a_down": 0, "forecast": {"mean": 30, "sd": 10}},
+        {"id": 3, "a": 0.2, "b": 70, "p_min": -120, "p_max": 0, "r_up_max": 20,
+         "r_down_max": 20, "reserve_b_up": 2.0},
+    ]}
+
+
+def test_solve_clears_a_case_files_energy_and_reserve_market(tmp_path):
+    """Once the reserve data were validated and ignored: ``solve`` cleared the energy-only
+    market. The oracle's market is stated here from the file: reserve costs default to
+    the energy ``a`` and 0, and the one uncertain agent keeps the whole confidence level
+    (abs_sigma), so its requirement band is the central 95 % of its forecast."""
+    import json
+
+    import pandas as pd
+    import scipy.stats
+    from typer.testing import CliRunner
+
+    from jaxmarket.case import parse_case
+    from jaxmarket.cli import app
+    from tests.oracle import clarabel_p2p
+    from tests.reserve_cases import clarabel_market
+
+    path, out = tmp_path / "case.json", tmp_path / "row.parquet"
+    path.write_text(json.dumps(RESERVE_CASE))
+    result = CliRunner().invoke(app, ["solve", str(path), "--tol", "1e-6", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "energy + reserve (confidence 0.95, allocation abs_sigma" in result.stdout
+    row = pd.read_parquet(out).iloc[0]
+    assert (row.market, row.confidence, row.allocation) == ("reserve", 0.95, "abs_sigma")
+    trades = pd.read_parquet(out.with_name("row.trades.parquet"))
+
+    community = parse_case(RESERVE_CASE, "tiny").community
+    agents = RESERVE_CASE["agents"]
+    field = lambda key, default: jnp.asarray([[a.get(key, default(a)) for a in agents]],  # noqa: E731
+                                             jnp.float64)
+    z = scipy.stats.norm.ppf(0.975)
+    uncertain = jnp.asarray([[bool(a.get("uncertain")) for a in agents]])
+    band = lambda sign: jnp.where(uncertain, 30.0 + sign * z * 10.0, 0.0)  # noqa: E731
+    market = reserve.ReserveMarket(
+        community, field("reserve_a_up", lambda a: a["a"]), field("reserve_b_up", lambda a: 0.0),
+        field("reserve_a_down", lambda a: a["a"]), field("reserve_b_down", lambda a: 0.0),
+        field("r_up_max", lambda a: 0.0), field("r_down_max", lambda a: 0.0), uncertain,
+        band(-1), band(+1))
+    expected = clarabel_market(market)
+    energy_only = clarabel_p2p(community, 0)["objective"]
+    assert abs(expected["objective"] - energy_only) > 100 * 1e-5 * abs(expected["objective"])
+
+    assert row.converged and row.local_failures == 0 and row.n_uncertain == 1
+    assert abs(row.objective - expected["objective"]) <= 1e-5 * abs(expected["objective"])
+    power = trades.groupby("i").p_ij.sum().reindex([a["id"] for a in agents]).to_numpy()
+    strict = np.array([a["a"] > 0 for a in agents])  # p_n unique where c_n is strictly convex
+    np.testing.assert_allclose(power[strict], expected["p"][strict],
+                               atol=1e-3 * np.abs(expected["p"]).max())
+
+    rci = CliRunner().invoke(app, ["solve", str(path), "--algorithm", "rci"])
+    assert rci.exit_code == 2 and rci.stderr.count("\n") == 1
+    assert rci.stderr.startswith("error: --algorithm: the energy and reserve market runs "
+                                 "consensus ADMM only")

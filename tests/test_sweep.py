@@ -103,6 +103,36 @@ def test_rows_do_not_depend_on_the_chunk_size(tmp_path, baseline, chunk_size):
     assert_same_dataset(study.out, baseline)
 
 
+MEDIUM = """
+[run]
+name = "medium"
+cases_per_cell = 16
+chunk_size = 16
+[community]
+n_agents = 20
+charge_per_distance = 1.0
+[graph]
+sparsity = 0.5
+[solver]
+max_iter = 200
+trace_every = 20
+"""
+
+
+def test_metrics_and_references_do_not_depend_on_the_chunk_size(tmp_path):
+    """At N = 20 the metrics and references of a chunk of 16 and of chunks of 5 differed in
+    their last bits (XLA vectorised them by batch shape) until rows were tabulated in
+    blocks of one shape: now every column is equal (==), traces included."""
+    (tmp_path / "whole").mkdir(), (tmp_path / "split").mkdir()
+    whole = tiny_study(tmp_path / "whole", text=MEDIUM)
+    split = tiny_study(tmp_path / "split", "run.chunk_size=5", text=MEDIUM)
+    for study in (whole, split):
+        run_study(study)
+    assert_same_dataset(split.out, whole.out)
+    rows = read_rows(whole.out)
+    assert len(rows) == 16 and rows.reference_converged.all()
+
+
 def test_padding():
     chunk = planner.Chunk(cell=None, start=14, stop=16)
     assert list(planner.case_indices(chunk, 7)) == [14, 15, 15, 15, 15, 15, 15]

@@ -147,7 +147,7 @@ def test_case_file_reserve_market():
     from jaxmarket.case import parse_case
     from jaxmarket.markets.reserve import case_market
 
-    market, forecast, local = case_market(parse_case(TINY_CASE, "tiny"))
+    market, forecast, keys, local = case_market(parse_case(TINY_CASE, "tiny"))
     z = scipy.stats.norm.ppf(0.975)
     np.testing.assert_allclose(np.asarray(local[0]), [0, 0.95, 0], atol=1e-12)
     np.testing.assert_allclose(float(market.q_low[0, 1]), 30 - 10 * z, rtol=1e-12)
@@ -161,6 +161,7 @@ def test_case_file_reserve_market():
     (lambda d: d["agents"][1]["forecast"].update(sd=-1), "agents[1].forecast.sd: must be >= 0"),
     (lambda d: d["agents"][1].pop("forecast"),
      "agents[1].forecast: an uncertain agent needs a forecast"),
+    (lambda d: d.pop("reserve"), "reserve: missing: the case's agents carry reserve data"),
 ])
 def test_bad_reserve_input_is_one_line_exit_2(tmp_path, change, message):
     import copy

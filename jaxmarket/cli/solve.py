@@ -5,10 +5,13 @@ one flag per field, ``--rho``, ``--eps-primal``, ``--alpha C P``..., whose defau
 chosen algorithm's own, except the iteration limit: one case is cheap and RCI-type
 negotiations need 10^4-10^5 iterations, so ``solve`` allows ``SOLVE_MAX_ITER`` unless
 ``--max-iter`` says otherwise. ``--tol`` sets every stopping tolerance of the chosen algorithm.
+A case file with reserve data (``jaxmarket.case``) clears the energy + reserve market
+(consensus ADMM only); its row says so in ``market``, ``confidence`` and ``allocation``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import time
 from pathlib import Path
@@ -59,6 +62,32 @@ def _trades_table(case, result):
     return pa.table(columns)
 
 
+def _summary(name: str, algorithm: str, row: dict, study) -> str:
+    """The printed summary of a case's row: the P2P or pool market, or the energy +
+    reserve market (``study``: its confidence level and allocation)."""
+    head = f"{name}: {algorithm}, {row['iterations']} iterations, converged {row['converged']}"
+    if study is None:
+        return (f"{head}\n"
+                f"  pool price            {row['pool_price']:.2f} EUR/MWh\n"
+                f"  trade price min/mean/max {row['price_min']:.4f} / {row['mean_price']:.4f} / "
+                f"{row['price_max']:.4f} EUR/MWh\n"
+                f"  total traded          {row['total_traded']:.1f} MW\n"
+                f"  objective             {row['objective']:.2f} EUR/h\n"
+                f"  reference objective   {row['reference_objective']:.2f} EUR/h "
+                f"(gap {row['optimality_gap']:.3e})")
+    return (f"{head}\n"
+            f"  market                energy + reserve (confidence {study.delta:g}, allocation "
+            f"{study.allocation}; uncertain agents: {row['n_uncertain']})\n"
+            f"  objective             {row['objective']:.2f} EUR/h (energy and reserve cost "
+            f"{row['cost']:.2f} EUR/h)\n"
+            f"  joint reference cost  {row['joint_cost']:.2f} EUR/h (converged "
+            f"{row['joint_converged']}; cost gap {row['cost_gap']:.3e})\n"
+            f"  coverage              {row['coverage_global']:.4f} (local min "
+            f"{row['coverage_local_min']:.4f}; joint reference {row['joint_coverage_global']:.4f})\n"
+            f"  reserves bought by renewables  up {row['up_bought_renewable']:.2f} MW, down "
+            f"{row['down_bought_renewable']:.2f} MW")
+
+
 def solve(case_file: Path, algorithm: str, tol: Optional[float], policy: str, fee: float,
           out: Optional[Path], **solver):
     """Solve one case (a packaged case such as new_england, or a JSON case file) and print
@@ -74,7 +103,7 @@ def solve(case_file: Path, algorithm: str, tol: Optional[float], policy: str, fe
         from jaxmarket.case import load_case
         from jaxmarket.charges import ENDOGENOUS, NETWORK_POLICIES, apply_policy, grid_outcome, load_grid_case
         from jaxmarket.congestion import line_limits
-        from jaxmarket.markets import kind, solve as solve_market
+        from jaxmarket.markets import kind, reserve, solve as solve_market
         from jaxmarket.markets.columns import annotate
         from jaxmarket.schema import number, text
         from jaxmarket.study.cell import flat_labels
@@ -104,24 +133,27 @@ def solve(case_file: Path, algorithm: str, tol: Optional[float], policy: str, fe
         number(fee, "--fee", ge=0)
         case = load_case(case_file)
         grid = load_grid_case(case_file).grid if policy != "none" or "branches" in case.meta else None
-    endogenous = policy in ENDOGENOUS
-    community = (case.community if grid is None or endogenous
-                 else apply_policy(case.community, grid, policy, fee))
+        endogenous = policy in ENDOGENOUS
+        if grid is not None and not endogenous:
+            case = dataclasses.replace(case, community=apply_policy(case.community, grid, policy, fee))
+        # A case with reserve data clears the energy + reserve market, never silently the
+        # energy-only one.
+        study = reserve.case_params(case) if reserve.has_reserve(case) else None
+        if study is not None:
+            reserve.check_algorithm(options)
     limits = line_limits(grid.network, 1) if endogenous else None
     start = time.perf_counter()
-    result = jax.block_until_ready(solve_market(community, options, limits=limits))
+    if study is None:
+        result = jax.block_until_ready(solve_market(case.community, options, limits=limits))
+        market = kind(options)
+    else:
+        run = jax.block_until_ready(reserve.run_case(case, options))
+        result, market = reserve.tabulate(case.community, study, run), "reserve"
     elapsed = time.perf_counter() - start
     columns = {**result.rows, **(grid_outcome(grid, result.trades, result.injections) if grid is not None else {})}
     row = {key: np.asarray(value)[0].item() for key, value in columns.items()}
-    typer.echo(
-        f"{case.name}: {options.name}, {row['iterations']} iterations, converged {row['converged']}\n"
-        f"  pool price            {row['pool_price']:.2f} EUR/MWh\n"
-        f"  trade price min/mean/max {row['price_min']:.4f} / {row['mean_price']:.4f} / "
-        f"{row['price_max']:.4f} EUR/MWh\n"
-        f"  total traded          {row['total_traded']:.1f} MW\n"
-        f"  objective             {row['objective']:.2f} EUR/h\n"
-        f"  reference objective   {row['reference_objective']:.2f} EUR/h (gap {row['optimality_gap']:.3e})\n"
-        f"  wall time             {elapsed:.3f} s (including compilation)")
+    typer.echo(_summary(case.name, options.name, row, study) +
+               f"\n  wall time             {elapsed:.3f} s (including compilation)")
     if endogenous:
         typer.echo(f"  network               {policy}: the system operator collects "
                    f"{row['congestion_collected']:.2f} EUR/h, charges eta_n from "
@@ -140,11 +172,13 @@ def solve(case_file: Path, algorithm: str, tol: Optional[float], policy: str, fe
             labels = {"case": case.name, "file": str(case_file), "policy": policy, "fee": fee,
                       **flat_labels({f"solver.{f.name}": getattr(options, f.name)
                                      for f in options.declarations()}),
-                      "algorithm": options.name}
+                      "algorithm": options.name, "market": market,
+                      **({} if study is None else {"confidence": study.delta,
+                                                   "allocation": study.allocation})}
             table = pa.table({**{k: [v] for k, v in labels.items()},
                               **{k: [v] for k, v in row.items()}, "wall_time_s": [elapsed]})
             metadata = {"case": case.name, "environment": environment()}
-            kinds = ("solve", kind(options), *(("grid",) if grid is not None else ()),
+            kinds = ("solve", market, *(("grid",) if grid is not None else ()),
                      *(("endogenous",) if endogenous else ()),
                      *(("stopping",) if getattr(options, "local_rule", False) else ()))
             write_table(out, annotate(table, kinds, label_units()), metadata)

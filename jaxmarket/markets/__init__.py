@@ -13,7 +13,7 @@ from jaxmarket.community import Community
 from jaxmarket.errors import InputError
 from jaxmarket.congestion import LineLimits
 from jaxmarket.markets import endogenous, p2p, pool
-from jaxmarket.markets.rows import BatchResult
+from jaxmarket.markets.rows import BatchResult, tabulate_in_blocks
 
 
 def kind(algorithm: Algorithm, reserve: bool = False) -> str:
@@ -38,4 +38,6 @@ def solve(community: Community, algorithm: Algorithm, driver: str = "continuous"
     if not algorithm.markets & {"p2p", "pool"}:
         raise InputError("solver.algorithm", f"{algorithm.name} does not clear a P2P or pool market")
     market = pool if kind(algorithm) == "pool" else p2p
-    return market.tabulate(community, algorithm, market.run(community, algorithm, driver))
+    result = market.run(community, algorithm, driver)
+    return tabulate_in_blocks(lambda block: market.tabulate(block[0], algorithm, block[1]),
+                              (community, result), community.n_cases)

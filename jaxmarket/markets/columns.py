@@ -5,7 +5,7 @@ Each column is declared once (``COLUMNS``), with the output kinds whose tables c
 ============  ===========================================================================
 ``p2p``       rows of the P2P algorithms (admm, rci, pcmbed; ``solve.tabulate``)
 ``pool``      rows of the pool algorithms (ced, ced_mean; same columns, pool meanings)
-``reserve``   rows of the energy and reserve market (``reserve_study.tabulate_reserve``)
+``reserve``   rows of the energy and reserve market (``markets.reserve.tabulate``)
 ``grid``      extra columns of rows of a case with a grid (``charges.grid_outcome``)
 ``endogenous`` extra columns of rows under endogenous network charges
               (``markets.endogenous``)
@@ -198,7 +198,7 @@ COLUMNS: tuple[Column, ...] = (
               f"first traced iteration from which on optimality_gap stays <= {threshold} "
               f"until the stop; NaN when the final gap is above it or without a trace")
       for suffix, threshold in GAPS.items()),
-    # --- energy and reserve market (reserve_study.tabulate_reserve)
+    # --- energy and reserve market (markets.reserve.tabulate)
     _column("local_failures", "int", "count", "reserve",
             "local QP solves that missed their tolerance, summed over agents and iterations"),
     _column("cost", "float", "EUR/h", "reserve",
@@ -300,6 +300,10 @@ COLUMNS: tuple[Column, ...] = (
             "unit network fee u, per unit of the policy's weight w_nm"),
     _column("algorithm", "string", "n/a", "solve",
             "market algorithm (registry name, jaxmarket.algorithms)"),
+    _column("market", "string", "n/a", "solve",
+            "market the case cleared: p2p, pool (a pool algorithm) or reserve (energy and "
+            "reserve, for a case file with reserve data; its confidence and allocation "
+            "are label columns)"),
 )
 
 

@@ -69,8 +69,8 @@ def _run_layout(community: Community, algorithm: Algorithm, driver: str, width: 
 
 def tabulate(community: Community, algorithm: Algorithm, result: DriverResult) -> BatchResult:
     """One row per case from the driver's result: metrics and exact references (float64).
-    Their last bits can depend on the batch size (XLA vectorises reductions by shape), so
-    the sweep tabulates every chunk at the chunk size, whatever the driver's queue."""
+    Their last bits depend on the batch size (XLA vectorises reductions by shape), so
+    sweeps and ``markets.solve`` tabulate in blocks of one shape (``rows.tabulate_in_blocks``)."""
     exact = astype(community, jnp.float64)
     trades = result.state.trades.astype(jnp.float64)
     prices = result.state.prices.astype(jnp.float64)

@@ -90,7 +90,12 @@ def run(community: Community, params: ReserveStudyParams, seed: int, case_indice
     """Consensus ADMM with the reserve market's local update alone on every case of the
     batch (the costly part); no trace."""
     check_algorithm(algorithm)
-    market, forecast, keys, local = build_market(community, seed, case_indices, params)
+    return _iterate(*build_market(community, seed, case_indices, params), algorithm, driver)
+
+
+def _iterate(market: reserve.ReserveMarket, forecast, keys, local, algorithm: Algorithm,
+             driver: str) -> ReserveRun:
+    community = market.community
     algorithm = dataclasses.replace(algorithm, local=reserve.ReserveUpdate(), trace_every=0)
     solver = algorithm.case_params(algorithm.params(community.n_cases, community.dtype),
                                    community)
@@ -161,14 +166,28 @@ def tabulate(community: Community, params: ReserveStudyParams, run: ReserveRun) 
     return BatchResult(rows, None, trades, prices)
 
 
+def has_reserve(case) -> bool:
+    """Whether a case file carries reserve data: a ``reserve`` section or an agent's
+    reserve field (``jaxmarket.case``); such a case clears the energy + reserve market."""
+    return "reserve" in case.meta or any(case.meta["agent_reserve"])
+
+
+def case_params(case) -> ReserveStudyParams:
+    """The confidence level and allocation of a case file's ``reserve`` section."""
+    settings = case.meta.get("reserve")
+    if settings is None:
+        raise InputError("reserve", "missing: the case's agents carry reserve data, which "
+                                    "needs the reserve section (delta, allocation)")
+    return ReserveStudyParams(settings.get("allocation", "rel_1"), settings["delta"])
+
+
 def case_market(case) -> tuple:
     """A case file's energy + reserve market (its agents' reserve fields, see
     ``jaxmarket.case``): the ``ReserveMarket`` with the allocation's requirement
-    quantiles, the forecasts, and the local confidence levels."""
+    quantiles, the forecasts, the case's random keys (``case_keys(0, [0])``: coverage
+    samples) and the local confidence levels."""
     agents = case.meta["agent_reserve"]
-    settings = case.meta.get("reserve")
-    if settings is None:
-        raise InputError("reserve", "the case has no reserve section (delta, allocation)")
+    params = case_params(case)
     c = case.community
 
     def column(key, default):
@@ -184,13 +203,20 @@ def case_market(case) -> tuple:
           for key in ("mean", "sd", "low", "high")),
         jnp.asarray([[f.get("distribution") == "beta" for f in forecasts]]))
     keys = case_keys(0, [0])
-    delta = jnp.full(1, settings["delta"], c.dtype)
-    local = uncertainty.allocate(settings.get("allocation", "rel_1"), delta, forecast,
-                                 uncertain, keys)
+    delta = jnp.full(1, params.delta, c.dtype)
+    local = uncertainty.allocate(params.allocation, delta, forecast, uncertain, keys)
     q_low, q_high = uncertainty.requirement_quantiles(forecast, local)
     market = reserve.ReserveMarket(
         c, column("reserve_a_up", a), column("reserve_b_up", zeros),
         column("reserve_a_down", a), column("reserve_b_down", zeros),
         column("r_up_max", zeros), column("r_down_max", zeros), uncertain,
         jnp.where(uncertain, q_low, 0.0), jnp.where(uncertain, q_high, 0.0))
-    return market, forecast, local
+    return market, forecast, keys, local
+
+
+def run_case(case, algorithm: Algorithm, driver: str = "continuous") -> ReserveRun:
+    """Consensus ADMM on a case file's energy + reserve market (``case_market``; its
+    community with the charges it clears under); rows: ``tabulate(case.community,
+    case_params(case), ...)``."""
+    check_algorithm(algorithm)
+    return _iterate(*case_market(case), algorithm, driver)

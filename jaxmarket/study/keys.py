@@ -125,8 +125,9 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "case": Key(None, text, "n/a", "case file with a grid: a packaged name or a path"),
         "policy": Key("none", partial(text, choices=NETWORK_POLICIES), "n/a",
                       "network charge policy: none, unique, distance_ptd, distance_thevenin, zonal "
-                      "(exogenous, at the fee), endogenous_dc or endogenous_dc_decentralized (the "
-                      "system operator prices congestion in the negotiation; the fee is ignored)"),
+                      "(exogenous, at the fee; adds to the case file's own charges), endogenous_dc "
+                      "or endogenous_dc_decentralized (the system operator prices congestion in "
+                      "the negotiation; the fee is ignored)"),
         "fee": Key(0.0, fee_check, "EUR/MWh",
                    "unit network fee u (per unit of the policy's distance); or a table "
                    "policy -> u, each swept policy at its own fee (e.g. {zonal = 17.0, "

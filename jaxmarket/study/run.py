@@ -28,7 +28,7 @@ from jaxmarket.errors import InputError
 from jaxmarket.markets import endogenous, kind, p2p, pool, reserve
 from jaxmarket.markets.columns import annotate
 from jaxmarket.markets.lanes import check_driver, driver_options, neighbour_widths
-from jaxmarket.markets.rows import STOP_COLUMNS, global_stop_columns
+from jaxmarket.markets.rows import STOP_COLUMNS, global_stop_columns, tabulate_in_blocks
 from jaxmarket.study import store
 from jaxmarket.study.cell import Cell
 from jaxmarket.study.config import Study
@@ -123,8 +123,15 @@ def warm_up(study: Study, group: Group, community: Community, indices: np.ndarra
     iteration per case: infinite tolerances stop every case at its first check."""
     quick = group.cell.algorithm.stopping_at_first_check()
     market = run_cell(study, group.cell, community, indices, quick, driver)
-    first_chunk, first_market = _slot((community, market), 0, batch_size(study))
-    jax.block_until_ready(tabulate_cell(group.cell, first_chunk, quick, first_market))
+    jax.block_until_ready(_tabulate(group.cell, quick, (community, market), 1))
+
+
+def _tabulate(cell: Cell, algorithm: Algorithm, batch, n_cases: int):
+    """Rows of the first ``n_cases`` cases of ``batch = (community, market)``, tabulated
+    in blocks of one fixed shape (``rows.TABULATE_CASES``): bit-identical whatever the
+    chunk size."""
+    return tabulate_in_blocks(lambda block: tabulate_cell(cell, block[0], algorithm, block[1]),
+                              batch, n_cases)
 
 
 def _slot(tree, first: int, size: int):
@@ -150,9 +157,8 @@ def solve_group(study: Study, group: Group, community: Community, indices: np.nd
     market = run_cell(study, cell, community, indices, cell.algorithm, driver)
     jax.block_until_ready(market)  # the solve is over: now the references and metrics
     progress.phase("tabulate", cases=sum(chunk.n_cases for chunk in group.chunks))
-    results = [tabulate_cell(cell, chunk_community, cell.algorithm, chunk_market)
-               for chunk_community, chunk_market in
-               (_slot((community, market), slot * size, size) for slot in range(len(group.chunks)))]
+    results = [_tabulate(cell, cell.algorithm, _slot((community, market), slot * size, size),
+                         chunk.n_cases) for slot, chunk in enumerate(group.chunks)]
     jax.block_until_ready(results)
     elapsed = time.perf_counter() - start
     n_real = sum(chunk.n_cases for chunk in group.chunks)
