@@ -38,7 +38,8 @@ def test_markdown_table():
 def test_every_table_column_of_a_number_names_its_unit():
     for column, expected in (("success_rate", "fraction"), ("iterations_p90", "iterations"),
                              ("welfare_mean", "€/h"), ("mean_price", "€/MWh"), ("total_traded", "MW"),
-                             ("messages_mean", "messages"), ("wall_time_s", "s"), ("policy", "")):
+                             ("messages_mean", "messages"), ("wall_time_s", "s"), ("policy", ""),
+                             ("unsupplied_consumers", "fraction of consumers"), ("isolated_agents", "agents")):
         assert report.unit(column) == expected, column
 
 
