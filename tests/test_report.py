@@ -149,3 +149,19 @@ def test_every_figure_of_a_study_is_a_pdf_and_a_300_dpi_png_of_paper_width(tmp_p
 def test_report_errors(tmp_path):
     assert_user_error(invoke("report", tmp_path / "nope"), f"{tmp_path / 'nope'}: no such dataset directory")
     assert_user_error(invoke("report", tmp_path), f"{tmp_path}: not a jaxmarket dataset (no manifest.json)")
+
+
+def test_convergence_legend_counts_stopped_cases_after_the_line_label():
+    # Two layouts x two charges x two cases; one case of the full layout stopped at max_iter.
+    from types import SimpleNamespace
+    from jaxmarket.report import convergence
+    cases = pd.DataFrame({"layout": np.repeat(["full", "centralized"], 4),
+                          "charge_per_distance": np.tile([0.0, 0.0, 1.0, 1.0], 2),
+                          "iterations": [100, 120, 300, 1000, 90, 95, 90, 95],
+                          "converged": [True, True, True, False] + [True] * 4, "diverged": False,
+                          "optimality_gap": 1e-7})
+    dataset = SimpleNamespace(cases=cases, swept=["community.charge_per_distance", "graph.layout"])
+    with report.style():
+        fig = convergence.figure(dataset)
+    labels = fig.legends[0].get_texts()
+    assert [t.get_text() for t in labels][:2] == ["layout: centralized", "layout: full (1 of 4 at max_iter)"]

@@ -109,9 +109,9 @@ def _panel(ax, lines, x, column: str, censored: bool, log: bool, lower: float | 
     many = len(values) > 6
     for k, ((label, group), stats) in enumerate(zip(lines, tables)):
         stopped = int(group["stopped"].sum()) if censored else 0
-        if stopped:
-            label = f"{label}: " if label else ""
-            label += f"{stopped} of {len(group)} at max_iter"
+        if stopped:  # in parentheses: a label such as "layout: full" has its own colon
+            count = f"{stopped} of {len(group)} at max_iter"
+            label = f"{label} ({count})" if label else count
         at = stats.index.to_numpy(float) * scale
         if many:
             draw_band(ax, at, stats, f"C{k}", label or None, top=top)
