@@ -165,3 +165,18 @@ def test_convergence_legend_counts_stopped_cases_after_the_line_label():
         fig = convergence.figure(dataset)
     labels = fig.legends[0].get_texts()
     assert [t.get_text() for t in labels][:2] == ["layout: centralized", "layout: full (1 of 4 at max_iter)"]
+
+
+def test_convergence_of_unordered_cells_names_them_and_does_not_join_them():
+    # One swept label (no swept number): one point per cell, the key on the axis, its
+    # values as ticks, and no line between cells that have no order.
+    from types import SimpleNamespace
+    from jaxmarket.report import convergence
+    cases = pd.DataFrame({"policy": ["zonal", "none", "endogenous_dc"], "iterations": [300, 140, 250],
+                          "converged": True, "diverged": False, "optimality_gap": [1e-8, 1e-6, 1e-8]})
+    with report.style():
+        fig = convergence.figure(SimpleNamespace(cases=cases, swept=["network.policy"]))
+    for ax in fig.axes:
+        assert ax.get_xlabel() == "policy"
+        assert [t.get_text() for t in ax.get_xticklabels()] == ["endogenous_dc", "none", "zonal"]
+        assert all(line.get_linestyle() == "None" for line in ax.get_lines())
