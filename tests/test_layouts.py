@@ -26,7 +26,8 @@ from jaxmarket.generator import GeneratorParams, generate
 from jaxmarket.layouts import n_slots
 from jaxmarket.metrics import market_metrics, n_components, unsupplied_consumers
 from jaxmarket.pool import pool_dispatch
-from jaxmarket.report import write_report
+from jaxmarket.report import style, write_report
+from jaxmarket.report import sparsity as sparsity_report
 from jaxmarket.report.layouts import table as layouts_table
 from jaxmarket.report.sparsity import tradeoff
 from jaxmarket.study.config import resolve
@@ -353,6 +354,19 @@ def test_tradeoff_pairs_cases_and_marks_the_nearest_step():
     np.testing.assert_allclose(steps["distance"], expected)
     # Best at 30 % (0.40); 60 % is within 0.1 of it (0.42), 0 % and 90 % are not.
     assert steps["good"].tolist() == [False, True, True, False]
+
+
+def test_tradeoff_figure_holds_every_step():
+    # A step whose mean messages exceed the full graph's (a case stopped at max_iter there)
+    # stays inside the axes instead of being cut off at 100 %.
+    welfare = {0.0: (100.0, 200.0), 0.3: (99.0, 198.0), 0.6: (80.0, 160.0)}
+    messages = {0.0: (90, 110), 0.3: (200, 60), 0.6: (20, 40)}  # 130 % at 30 %
+    cases = pd.DataFrame([{"sparsity": s, "case_index": k, "social_welfare": welfare[s][k],
+                           "messages": messages[s][k]} for s in welfare for k in (0, 1)])
+    with style():
+        fig = sparsity_report._tradeoff_figure(SimpleNamespace(cases=cases, swept=["graph.sparsity"]))
+    bottom, top = fig.axes[0].get_ylim()
+    assert bottom == 0 and top >= 130
 
 
 def test_layouts_table_pairs_welfare_with_the_centralized_case():

@@ -24,7 +24,7 @@ from jaxmarket.charges import POLICIES, apply_policy, grid_outcome, load_grid_ca
 from jaxmarket.cli import app
 from jaxmarket.network import (load_network, make_ybus, power_transfer_distance, thevenin_paths,
                                thevenin_weights, zones_crossed)
-from jaxmarket.report.network import threshold
+from jaxmarket.report.network import threshold, width_key
 from jaxmarket.study.config import load_study
 
 NEW_ENGLAND = DATA / "new_england.json"
@@ -435,6 +435,14 @@ def test_threshold_is_where_the_condition_holds_from_on():
     assert threshold(table, "ok") == 3.0
     assert threshold(table.assign(ok=True), "ok") == 0.0
     assert np.isnan(threshold(table.assign(ok=[False, True, True, True]), "ok"))
+
+
+def test_map_width_key_is_round_and_within_the_largest_trade():
+    assert width_key(412.3) == [200.0, 400.0]
+    assert width_key(987.0) == [450.0, 900.0]
+    assert width_key(1.0) == [0.5, 1.0]
+    assert width_key(0.034) == pytest.approx([0.015, 0.03])
+    assert width_key(0.0) == []
 
 
 @pytest.mark.parametrize("text, message", [

@@ -38,7 +38,8 @@ def test_markdown_table():
 def test_every_table_column_of_a_number_names_its_unit():
     for column, expected in (("success_rate", "fraction"), ("iterations_p90", "iterations"),
                              ("welfare_mean", "€/h"), ("mean_price", "€/MWh"), ("total_traded", "MW"),
-                             ("messages_mean", "messages"), ("wall_time_s", "s"), ("policy", "")):
+                             ("messages_mean", "messages"), ("wall_time_s", "s"), ("policy", ""),
+                             ("unsupplied_consumers", "fraction of consumers"), ("isolated_agents", "agents")):
         assert report.unit(column) == expected, column
 
 
@@ -148,3 +149,34 @@ def test_every_figure_of_a_study_is_a_pdf_and_a_300_dpi_png_of_paper_width(tmp_p
 def test_report_errors(tmp_path):
     assert_user_error(invoke("report", tmp_path / "nope"), f"{tmp_path / 'nope'}: no such dataset directory")
     assert_user_error(invoke("report", tmp_path), f"{tmp_path}: not a jaxmarket dataset (no manifest.json)")
+
+
+def test_convergence_legend_counts_stopped_cases_after_the_line_label():
+    # Two layouts x two charges x two cases; one case of the full layout stopped at max_iter.
+    from types import SimpleNamespace
+    from jaxmarket.report import convergence
+    cases = pd.DataFrame({"layout": np.repeat(["full", "centralized"], 4),
+                          "charge_per_distance": np.tile([0.0, 0.0, 1.0, 1.0], 2),
+                          "iterations": [100, 120, 300, 1000, 90, 95, 90, 95],
+                          "converged": [True, True, True, False] + [True] * 4, "diverged": False,
+                          "optimality_gap": 1e-7})
+    dataset = SimpleNamespace(cases=cases, swept=["community.charge_per_distance", "graph.layout"])
+    with report.style():
+        fig = convergence.figure(dataset)
+    labels = fig.legends[0].get_texts()
+    assert [t.get_text() for t in labels][:2] == ["layout: centralized", "layout: full (1 of 4 at max_iter)"]
+
+
+def test_convergence_of_unordered_cells_names_them_and_does_not_join_them():
+    # One swept label (no swept number): one point per cell, the key on the axis, its
+    # values as ticks, and no line between cells that have no order.
+    from types import SimpleNamespace
+    from jaxmarket.report import convergence
+    cases = pd.DataFrame({"policy": ["zonal", "none", "endogenous_dc"], "iterations": [300, 140, 250],
+                          "converged": True, "diverged": False, "optimality_gap": [1e-8, 1e-6, 1e-8]})
+    with report.style():
+        fig = convergence.figure(SimpleNamespace(cases=cases, swept=["network.policy"]))
+    for ax in fig.axes:
+        assert ax.get_xlabel() == "policy"
+        assert [t.get_text() for t in ax.get_xticklabels()] == ["endogenous_dc", "none", "zonal"]
+        assert all(line.get_linestyle() == "None" for line in ax.get_lines())

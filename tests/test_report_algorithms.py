@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from jaxmarket.report import algorithms
+from jaxmarket.report import algorithms, style
 from test_cli import invoke
 from test_sweep import run_study, tiny_study
 
@@ -59,6 +59,23 @@ def test_gap_curves_by_hand():
     # with gap 0 (floored for the logarithmic axis) and keeps it.
     np.testing.assert_array_equal(curves[0], [0.5, 0.5, 0.1, 1e-3])
     np.testing.assert_array_equal(curves[1], [0.2, 1e-16, 1e-16, 1e-16])
+
+
+def test_scaling_panels_span_every_size_and_name_the_missing_medians():
+    # ADMM reaches 1e-4 at N = 4 only: the 1e-4 panel has one point, the same x range as
+    # the others, and its legend says where the median is missing.
+    cases = pd.DataFrame({"algorithm": "admm", "n_agents": [4] * 3 + [8] * 3,
+                          "iterations": [30, 40, 50, 90, 100, 100],
+                          "iterations_to_gap_e2": [10, 10, 20, 30, 30, 40],
+                          "iterations_to_gap_e3": [20, 20, 30, 60, 70, 80],
+                          "iterations_to_gap_e4": [30, 40, 50, np.nan, np.nan, 100]})
+    with style():
+        fig = algorithms.scaling_figure(cases, [], algorithms.scaling(cases, []))
+    assert len({ax.get_xlim() for ax in fig.axes}) == 1
+    left, right = fig.axes[0].get_xlim()
+    assert left < 4 and right > 8
+    labels = fig.axes[2].get_legend_handles_labels()[1]
+    assert labels == ["ADMM (median not reached at N = 8)"]
 
 
 def test_report_of_an_algorithm_study(tmp_path):

@@ -233,3 +233,18 @@ def test_reserve_study_through_the_sweep_and_the_report(tmp_path):
     result = invoke("report", outs["continuous"])
     assert result.exit_code == 0, result.output
     assert (outs["continuous"] / "report" / "uncertainty.csv").stat().st_size > 0
+
+
+def test_reserves_figure_names_net_purchases_and_the_forecast_family():
+    # Renewables sell a little downward reserve (a negative net purchase): the legend says
+    # "net", so a bar below zero reads as a sale, not as a negative reserve.
+    from jaxmarket.report import style
+    from jaxmarket.report.uncertainty import RESERVES, reserves_figure
+    table = pd.DataFrame({"allocation": ["rel_mu", "rel_1"], "confidence": 0.95, "distribution": "gaussian",
+                          **{f"{name}_mean": 100.0 for name in RESERVES}})
+    table["down_bought_renewable_mean"] = -5.0
+    with style():
+        fig = reserves_figure(table)
+    labels = [text.get_text() for text in fig.legends[0].get_texts()]
+    assert "down bought by renewables (net)" in labels and "up bought by renewables (net)" in labels
+    assert fig.axes[0].get_title() == "Gaussian forecasts"

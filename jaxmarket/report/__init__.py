@@ -278,7 +278,7 @@ UNITS = (
     ("*_traded", "MW"), ("total_exchanged", "MW"), ("consumption", "MW"),
     ("*_bought_*", "MW"), ("*_held_*", "MW"), ("capacity_per_agent", "MW"),
     ("messages*", "messages"), ("n_agents", "agents"), ("isolated_agents", "agents"),
-    ("unsupplied_consumers", "agents"), ("components", "subgraphs"), ("tradeoff_distance", "scaled"),
+    ("unsupplied_consumers", "fraction of consumers"), ("components", "subgraphs"), ("tradeoff_distance", "scaled"),
     ("exponent", "dimensionless"), ("coefficient", "iterations"), ("r2", "dimensionless"),
     ("rho*", "€/MW²h"), ("wall_time*", "s"),
 )

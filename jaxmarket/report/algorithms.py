@@ -174,6 +174,9 @@ def scaling_figure(cases: pd.DataFrame, by: list[str], fits: pd.DataFrame) -> Fi
             if np.isfinite(fit["exponent"]):
                 label += f": $N^{{{fit['exponent']:.2f}}}$"
                 label += f", $R^2$ = {fit['r2']:.2f}" if np.isfinite(fit["r2"]) else ""
+            missing = np.setdiff1d(group["n_agents"].unique(), stats.index)
+            if missing.size:  # a size without a point says why
+                label += f" (median not reached at N = {', '.join(str(m) for m in missing)})"
             ax.errorbar(n, median, yerr=[median - stats[0.1].to_numpy(), high - median], fmt="o",
                         markersize=3, capsize=2, color=color, label=label)
             if np.isfinite(fit["exponent"]):
@@ -182,6 +185,8 @@ def scaling_figure(cases: pd.DataFrame, by: list[str], fits: pd.DataFrame) -> Fi
         ax.set(xscale="log", yscale="log", xlabel="agents N", title=f"gap $\\leq$ {threshold:g}",
                ylim=(None, top))
         ax.set_xticks(sizes, [str(n) for n in sizes])
+        # Every panel spans every size, so N sits at the same place in each.
+        ax.set_xlim(sizes.min() / 1.15, sizes.max() * 1.15)
         ax.minorticks_off()
         ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.22), fontsize=6)
     axes[0].set_ylabel("iterations to reach the gap")

@@ -79,15 +79,16 @@ def _lines(cases: pd.DataFrame, others: list[str]):
     return [(_label(others, key), group) for key, group in cases.groupby(others, sort=True)]
 
 
-def _points(ax, x, stats: pd.DataFrame, color, label, top: float | None) -> None:
-    """Medians (markers joined by a thin line) with 10-90 % bars; unknown values run to
-    ``top`` and censored cells get an open triangle there."""
+def _points(ax, x, stats: pd.DataFrame, color, label, top: float | None, joined: bool = True) -> None:
+    """Medians (markers, joined by a thin line unless the x values are unordered cells)
+    with 10-90 % bars; unknown values run to ``top`` and censored cells get an open
+    triangle there."""
     median, low, high = (stats[c].to_numpy(float) for c in ("median", "p10", "p90"))
     known = np.isfinite(median)
     if top is not None:
         high = np.where(np.isfinite(high), high, top)
     ax.errorbar(x[known], median[known], yerr=[median[known] - low[known], high[known] - median[known]],
-                fmt="o-", color=color, markersize=3.5, linewidth=0.8, label=label)
+                fmt="o-" if joined else "o", color=color, markersize=3.5, linewidth=0.8, label=label)
     if top is not None:
         unknown = ~known & (stats["cases"].to_numpy() > 0)
         ax.vlines(x[unknown], np.minimum(low[unknown], top), top, color=color, linewidth=0.8)
@@ -99,6 +100,7 @@ def _points(ax, x, stats: pd.DataFrame, color, label, top: float | None) -> None
 
 
 def _panel(ax, lines, x, column: str, censored: bool, log: bool, lower: float | None) -> None:
+    cells = x == "cell_position"  # one point per cell: no order, so no joining line
     tables = [band_table(group, x, column, censored="stopped" if censored else None, lower=lower)
               for _, group in lines]
     top = band_top(*tables, log=log) if censored else None
@@ -106,18 +108,18 @@ def _panel(ax, lines, x, column: str, censored: bool, log: bool, lower: float | 
     scale = NAMES.get(x, ("", 1.0))[1]
     values = np.asarray(positions, float) * scale
     spread = values.max() - values.min() if len(values) > 1 else 1.0
-    many = len(values) > 6
+    many = len(values) > 6 and not cells
     for k, ((label, group), stats) in enumerate(zip(lines, tables)):
         stopped = int(group["stopped"].sum()) if censored else 0
-        if stopped:
-            label = f"{label}: " if label else ""
-            label += f"{stopped} of {len(group)} at max_iter"
+        if stopped:  # in parentheses: a label such as "layout: full" has its own colon
+            count = f"{stopped} of {len(group)} at max_iter"
+            label = f"{label} ({count})" if label else count
         at = stats.index.to_numpy(float) * scale
         if many:
             draw_band(ax, at, stats, f"C{k}", label or None, top=top)
         else:
             offset = (k - (len(lines) - 1) / 2) * DODGE * spread
-            _points(ax, at + offset, stats, f"C{k}", label or None, top)
+            _points(ax, at + offset, stats, f"C{k}", label or None, top, joined=not cells)
     if log:
         ax.set_yscale("log")
     if top is not None:
@@ -135,13 +137,20 @@ def figure(dataset: Dataset) -> Figure:
     swept = swept_columns(dataset)
     cases = dataset.cases.assign(stopped=censored_iterations(dataset.cases))
     x, others = _axis(cases, swept)
+    height, cell_axis = 2.7, ""
     if x is None:  # one point per cell, named on the axis
-        names = [_label(others, key) if others else "all cases"
-                 for key, _ in (cases.groupby(others, sort=True) if others else [((), cases)])]
+        keys = [key for key, _ in (cases.groupby(others, sort=True) if others else [((), cases)])]
+        if len(others) == 1:  # the key names the axis, its values the ticks
+            names = [str(key[0] if isinstance(key, tuple) else key) for key in keys]
+            cell_axis = others[0]
+        else:
+            names = [_label(others, key) if others else "all cases" for key in keys]
         codes = cases.groupby(others, sort=True).ngroup() if others else pd.Series(0, cases.index)
         cases, x, others = cases.assign(cell_position=codes), "cell_position", []
+        # Room for the slanted tick labels, so they do not squash the panels.
+        height += 0.03 * max(map(len, names))
     gap = "optimality_gap" in cases and cases["optimality_gap"].notna().any()
-    fig = new_figure(2 if gap else 1, height=2.7)
+    fig = new_figure(2 if gap else 1, height=height)
     axes = fig.subplots(1, 2 if gap else 1, squeeze=False)[0]
     lines = _lines(cases, others)
     iterations = cases["iterations"][~cases["stopped"]]
@@ -156,6 +165,7 @@ def figure(dataset: Dataset) -> Figure:
     for ax in axes:
         if x == "cell_position":
             ax.set_xticks(range(len(names)), names, rotation=30, ha="right")
+            ax.set_xlabel(cell_axis)
         else:
             ax.set_xlabel(NAMES.get(x, (x, 1.0))[0])
     handles, labels = axes[0].get_legend_handles_labels()

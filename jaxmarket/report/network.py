@@ -132,6 +132,16 @@ def _map_cells(dataset: Dataset, fees: np.ndarray):
     return fee, chosen
 
 
+def width_key(biggest: float) -> list[float]:
+    """Two round trade volumes (MW) for the map's line-width key: the largest trade
+    rounded down to one significant digit, and half of it."""
+    if biggest <= 0:
+        return []
+    step = 10.0 ** np.floor(np.log10(biggest))
+    top = float(np.floor(biggest / step) * step)
+    return [top / 2, top]
+
+
 def trade_map(dataset: Dataset, directory: Path) -> list[Path]:
     fee, chosen = _map_cells(dataset, np.sort(dataset.cases["fee"].unique()))
     if not chosen:
@@ -162,13 +172,17 @@ def trade_map(dataset: Dataset, directory: Path) -> list[Path]:
         ax.set_title(title)
         ax.set_xticks([]), ax.set_yticks([])
         ax.set_aspect("equal")
+        for spine in ax.spines.values():  # a light frame: positions have no axis to read
+            spine.set(visible=True, color="0.8")
     for ax in axes[len(cells):]:
         ax.set_visible(False)
     axes[0].plot([], [], color="C0", label="intra-zone trade")
     axes[0].plot([], [], color="C3", label="inter-zone trade")
     axes[0].scatter([], [], marker="^", c="w", edgecolors="k", label="producer")
     axes[0].scatter([], [], marker="o", c="w", edgecolors="k", label="consumer")
-    fig.legend(*axes[0].get_legend_handles_labels(), loc="outside lower center", ncols=4,
+    for volume in width_key(biggest):
+        axes[0].plot([], [], color="0.4", linewidth=0.3 + 2.5 * volume / biggest, label=f"{volume:g} MW")
+    fig.legend(*axes[0].get_legend_handles_labels(), loc="outside lower center", ncols=6,
                title="line width: MW traded; marker colour: zone", title_fontsize=7)
     return save_figure(fig, directory, "network_map")
 
@@ -178,8 +192,8 @@ def write(dataset: Dataset, directory: Path) -> list[Path]:
     written = _figure(cases, [("total_traded", 1.0, "total traded (MW)"),
                               ("inter_zone_traded", 1.0, "inter-zone traded (MW)")],
                       directory, "network_traded")
-    written += _figure(cases, [("mean_loading", 100.0, "mean line loading (%)"),
-                               ("max_loading", 100.0, "max line loading (%)")],
+    written += _figure(cases, [("mean_loading", 100.0, "mean line loading (% of rating)"),
+                               ("max_loading", 100.0, "max line loading (% of rating)")],
                        directory, "network_loading", reference=100.0)
     written += _figure(cases, [("charges_collected", 1e-3, "money collected (k€/h)")],
                        directory, "network_collected")

@@ -131,22 +131,27 @@ def _labels(ax, xs, ys, texts, spacing: float = 14.0) -> None:
         if any(np.hypot(*(at - other)) < spacing for other in placed):
             continue
         placed.append(at)
-        ax.annotate(text, (x, y), textcoords="offset points", xytext=(3, 2), fontsize=5.5,
-                    color="0.3")
+        # Clear of the open circle (7 pt across) that marks a good step.
+        ax.annotate(text, (x, y), textcoords="offset points", xytext=(5, 3), fontsize=5.5,
+                    color="0.3", ha="left", va="bottom")
 
 
 def _tradeoff_figure(dataset: Dataset) -> Figure:
     fig = new_figure(1, height=3.0)
     ax = fig.add_subplot()
     ax.set_xscale("symlog", linthresh=0.1, linscale=0.5)
+    highest = 100.0
     for k, (label, cases) in enumerate(lines(dataset)):
         steps = tradeoff(cases)
         loss, messages = 100 * steps["loss"], 100 * steps["messages"]
+        highest = max(highest, messages.max())
         ax.plot(loss, messages, color=f"C{k}", marker="o", markersize=2.5, label=label or None)
         good = steps["good"].to_numpy()
         ax.plot(loss[good], messages[good], "o", color=f"C{k}", markersize=7, fillstyle="none",
                 label=f"good trade-off: {_span(steps.index[good])} removed")
-    ax.set_ylim(0, 105)
+    # Mean messages of a step with a case stopped at max_iter can exceed the full graph's:
+    # the axis holds every step rather than cutting the curve off.
+    ax.set_ylim(0, 1.05 * highest)
     ax.set_xlim(left=-0.02)
     for k, (label, cases) in enumerate(lines(dataset)):
         steps = tradeoff(cases)

@@ -21,8 +21,9 @@ from jaxmarket.report import Dataset, new_figure, save_figure, save_table, style
 from jaxmarket.uncertainty import ALLOCATIONS
 
 LABELS = {"rel_mu": "Rel-μ", "rel_sigma": "Rel-σ", "rel_1": "Rel-1", "abs_sigma": "Abs-σ"}
-RESERVES = {"up_bought_renewable": "up bought by renewables",
-            "down_bought_renewable": "down bought by renewables",
+# "net": what renewables buy less what they sell, so a bar may be negative.
+RESERVES = {"up_bought_renewable": "up bought by renewables (net)",
+            "down_bought_renewable": "down bought by renewables (net)",
             "down_held_renewable": "down spilled by renewables",
             "up_held_producer": "up held by producers", "down_held_producer": "down held by producers",
             "up_held_consumer": "up held by consumers", "down_held_consumer": "down held by consumers"}
@@ -52,6 +53,13 @@ def summary_table(cases: pd.DataFrame) -> pd.DataFrame:
                      "delta_local_mean": group["delta_local_mean"].mean(),
                      **{f"{name}_mean": group[name].mean() for name in RESERVES}})
     return pd.DataFrame(rows)
+
+
+FORECASTS = {"gaussian": "Gaussian", "beta": "scaled Beta"}  # panel titles
+
+
+def _forecast(kind) -> str:
+    return FORECASTS.get(kind, kind)
 
 
 def _distributions(table):
@@ -91,7 +99,7 @@ def cost_gap_figure(table: pd.DataFrame) -> Figure:
                         label=LABELS[allocation])
         ax.axhline(0, color="0.4", lw=0.6)
         ax.set_ylabel("cost gap to joint (%)")
-        ax.set_title(f"{kind} forecasts" if kind else "")
+        ax.set_title(f"{_forecast(kind)} forecasts" if kind else "")
     deltas = np.sort(table["confidence"].unique())
     axes[-1].set_xticks(deltas, [f"{d:g}" for d in deltas])
     axes[-1].set_xlabel("global confidence δ (fraction)")
@@ -119,7 +127,7 @@ def coverage_figure(table: pd.DataFrame) -> Figure:
                         label="joint")
             grid = 100 * np.sort(part["confidence"].unique())
             ax.plot(grid, grid, color="k", ls=":", lw=0.8, marker="_", ms=8, label="target δ")
-            ax.set_title(f"{title}, {kind}" if kind else title)
+            ax.set_title(f"{title}, {_forecast(kind)}" if kind else title)
             ax.set_ylabel("empirical coverage (%)" if column == 0 else "")
     deltas = 100 * np.sort(table["confidence"].unique())
     for ax in axes[-1]:
@@ -150,8 +158,9 @@ def reserves_figure(table: pd.DataFrame) -> Figure:
             positions.append(i)
             labels.append(f"{LABELS[allocation]}\nδ={delta:g}")
         ax.set_xticks(positions, labels, fontsize=6)
+        ax.axhline(0, color="0.4", lw=0.6)
         ax.set_ylabel("mean reserve per case (MW)")
-        ax.set_title(f"{kind} forecasts" if kind else "")
+        ax.set_title(f"{_forecast(kind)} forecasts" if kind else "")
     fig.legend(*axes[0].get_legend_handles_labels(), loc="outside right upper")
     return fig
 
