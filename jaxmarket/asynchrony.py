@@ -42,9 +42,11 @@ The algorithms in asynchronous form (``forms``):
   the imbalance to every agent.
 
 Randomness: case k's draws come from ``fold_in(fold_in(PRNGKey(seed), k), ASYNC_STREAM)``
-(the community's own draws are untouched): the compute times from its sub-key 0, the
-delays of the messages node m sends at its i-th release from ``fold_in(fold_in(key, 1 +
-m), i)``, so a case's draws depend on (seed, case_index) alone, not on the batch.
+(the community's own draws are untouched): the compute times from its sub-key 0; the
+delay of the message node m sends to node r at its i-th release from one Threefry hash of
+the counter (i, r) under the node's key ``fold_in(key, 1 + m)`` (a 32-bit uniform, so a
+delay is at most about 22 d), so a case's draws depend on (seed, case_index) alone, not on
+the batch. The node keys are drawn before the loop, one hash per event in it.
 
 Messages in flight and not yet read wait in a buffer of ``BUFFER`` slots per directed link
 (value, arrival and send time). With ``eps, d <= tau_C`` a link carries at most 3 messages
@@ -73,6 +75,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jax.extend.random import threefry2x32_p
+
 from jaxmarket.algorithms import Algorithm
 from jaxmarket.algorithms.admm import ConsensusADMM, TradeUpdate
 from jaxmarket.algorithms.ced import CED
@@ -95,8 +99,13 @@ def _key(default, unit: str, description: str, check):
                                                         "check": check})
 
 
-def _time(value, field):
-    return number(value, field, ge=0, le=TAU_C)
+def _at_most(limit):
+    def check(value, field):
+        value = number(value, field, gt=0) if limit == 1 else number(value, field, ge=0)
+        if value > limit:
+            raise InputError(field, f"must be at most {limit}, got {value}")
+        return value
+    return check
 
 
 @dataclass(frozen=True)
@@ -105,14 +114,14 @@ class AsynchronyParams:
 
     compute_spread: float = _key(0.0, "s", "spread eps of the compute times tau_n = tau_C + "
                                  "U(-eps/2, eps/2), fixed per case (tau_C = 0.01 s), in [0, tau_C]",
-                                 _time)
+                                 _at_most(TAU_C))
     delay_mean: float = _key(0.0, "s", "mean d of the exponential delay of every message, in "
-                             "[0, tau_C]", _time)
+                             "[0, tau_C]", _at_most(TAU_C))
     strategy: str = _key("latest", "n/a", "what an agent uses of what has arrived: latest, mean "
                          "(since its last update) or weighted (exponentially weighted average)",
                          partial(text, choices=STRATEGIES))
     weight: float = _key(0.5, "1", "weight w of the newest value in the weighted strategy, in "
-                         "(0, 1]", lambda value, field: number(value, field, gt=0, le=1))
+                         "(0, 1]", _at_most(1))
 
 
 def check_algorithm(algorithm: Algorithm) -> None:
@@ -329,18 +338,22 @@ def _start(algorithm, community, params, settings: Settings, keys):
         done=jnp.zeros(batch, bool), converged=jnp.zeros(batch, bool), events=jnp.int32(0))
 
 
-def _send(clock: Clock, negotiation, community, senders, now, settings: Settings, keys):
+def _delays(node_keys, iteration, dtype):
+    """(B, M, M) [sender, receiver] standard exponential draws of the messages every node
+    sends at its release ``iteration`` (B, M): one Threefry hash of (release, receiver)
+    under the sender's key (module doc), drawn in the loop without a table."""
+    shape = iteration.shape + (iteration.shape[-1],)
+    key = [jnp.broadcast_to(node_keys[..., j, None], shape) for j in (0, 1)]
+    release = jnp.broadcast_to(iteration.astype(jnp.uint32)[..., None], shape)
+    receiver = jnp.broadcast_to(jnp.arange(shape[-1], dtype=jnp.uint32), shape)
+    bits, _ = threefry2x32_p.bind(*key, release, receiver)
+    return -jnp.log((bits.astype(dtype) + 0.5) / 2.0**32)  # u in (0, 1), 32 bits
+
+
+def _send(clock: Clock, negotiation, community, senders, now, settings: Settings, node_keys):
     """The messages of ``senders`` (B, M) into the buffers, each with its own delay."""
-    n_nodes = senders.shape[1]
-    dtype = clock.arrival.dtype
-
-    def delays(key, iteration):  # (sender, receiver) exponential draws of one case
-        def one(m, i):
-            return jax.random.exponential(
-                jax.random.fold_in(jax.random.fold_in(key, 1 + m), i), (n_nodes,), dtype)
-        return jax.vmap(one)(jnp.arange(n_nodes), iteration)
-
-    delay = settings.delay_mean[:, None, None] * jax.vmap(delays)(keys, clock.iteration).mT
+    delay = settings.delay_mean[:, None, None] * _delays(node_keys, clock.iteration,
+                                                          clock.arrival.dtype).mT
     push = senders[:, None, :] & negotiation.links(community)
     free = jnp.isinf(clock.arrival)
     slot = jnp.argmax(free, -1)
@@ -390,14 +403,12 @@ def _read(clock: Clock, receivers, now, strategy: str, settings: Settings) -> Cl
                           arrival=jnp.where(due, jnp.inf, clock.arrival))
 
 
-def _event(algorithm, strategy: str, synchronous: bool, community, params, settings, keys,
+def _event(algorithm, strategy: str, synchronous, community, params, settings, node_keys,
            reference, horizon, max_iter, clock: Clock) -> Clock:
     """One event of every case still running (module doc)."""
     negotiation, start = form(algorithm), clock
     now = jnp.min(clock.finish, 1)
-    done = clock.done | ~jnp.isfinite(now)
-    if not synchronous:
-        done = done | (now > horizon)
+    done = clock.done | ~jnp.isfinite(now) | (~synchronous & (now > horizon))
     running = ~done
     due = (clock.finish == now[:, None]) & running[:, None]
     instant = jnp.zeros(due.shape, bool)
@@ -408,7 +419,7 @@ def _event(algorithm, strategy: str, synchronous: bool, community, params, setti
     # 1. agents release their updates
     clock = clock._replace(iteration=clock.iteration + due,
                            released=negotiation.select(agents, clock.state, clock.released))
-    clock = _send(clock, negotiation, community, agents, now, settings, keys)
+    clock = _send(clock, negotiation, community, agents, now, settings, node_keys)
     # 2. a manager reads, computes and releases at once
     if negotiation.instant is not None:
         clock = _read(clock, managers, now, strategy, settings)
@@ -416,7 +427,7 @@ def _event(algorithm, strategy: str, synchronous: bool, community, params, setti
         state = negotiation.select(managers, new, clock.state)
         clock = clock._replace(state=state, released=negotiation.select(managers, state,
                                                                         clock.released))
-        clock = _send(clock, negotiation, community, managers, now, settings, keys)
+        clock = _send(clock, negotiation, community, managers, now, settings, node_keys)
     # 3. agents start their next update from what has arrived
     clock = _read(clock, agents, now, strategy, settings)
     new = negotiation.update(community, params, clock.state, clock.view, clock.iteration)
@@ -430,12 +441,12 @@ def _event(algorithm, strategy: str, synchronous: bool, community, params, setti
     settled = below & jnp.isinf(clock.settled_time)
     settled_time = jnp.where(below, jnp.where(settled, now, clock.settled_time), jnp.inf)
     settled_iteration = jnp.where(below, jnp.where(settled, slowest, clock.settled_iteration), -1)
-    converged = clock.converged
-    if synchronous:  # the algorithm's own stopping rule ends the run, as on the driver
-        res = algorithm.residuals(community, params, previous, clock.released)
-        finite = jnp.stack([jnp.isfinite(r) for r in res]).all(0)
-        converged = finite & algorithm.converged(params, res) & (slowest >= 1)
-        done = done | converged | ~finite | (slowest >= max_iter)
+    # Synchronous: the algorithm's own stopping rule ends the run, as on the driver (a
+    # traced flag, so that one program serves both runs).
+    res = algorithm.residuals(community, params, previous, clock.released)
+    finite = jnp.stack([jnp.isfinite(r) for r in res]).all(0)
+    converged = synchronous & finite & algorithm.converged(params, res) & (slowest >= 1)
+    done = done | converged | (synchronous & (~finite | (slowest >= max_iter)))
     done = done | ~jnp.isfinite(gap)
 
     updated = clock._replace(time=now, settled_time=settled_time,
@@ -450,21 +461,25 @@ def _event(algorithm, strategy: str, synchronous: bool, community, params, setti
                                                                   events=start.events + 1)
 
 
-@partial(jax.jit, static_argnames=("algorithm", "strategy", "synchronous"))
+@partial(jax.jit, static_argnames=("algorithm", "strategy"))
 def simulate(algorithm: Algorithm, community: Community, params, settings: Settings, keys,
              reference, horizon, max_iter, max_events, strategy: str = "latest",
-             synchronous: bool = False) -> Outcome:
-    """Run every case of the batch until its run ends (module doc): ``synchronous``, until
-    the algorithm's stopping rule holds or ``max_iter`` updates; else until ``horizon``
-    (B,) seconds. ``reference`` (B,) is the exact objective; ``max_events`` bounds the
-    loop (a case still running then has not reached the gap unless it had)."""
+             synchronous=False) -> Outcome:
+    """Run every case of the batch until its run ends (module doc): ``synchronous`` (a
+    traced flag), until the algorithm's stopping rule holds or ``max_iter`` updates; else
+    until ``horizon`` (B,) seconds. ``reference`` (B,) is the exact objective;
+    ``max_events`` bounds the loop (a case still running then has not reached the gap
+    unless it had)."""
     clock = _start(algorithm, community, params, settings, keys)
+    n_nodes = clock.tau.shape[1]
+    node_keys = jax.vmap(lambda key: jax.vmap(lambda m: jax.random.fold_in(key, 1 + m))(
+        jnp.arange(n_nodes)))(keys)  # (B, M, 2), drawn before the loop
 
     def going(clock):
         return ~clock.done.all() & (clock.events < max_events)
 
     def advance(clock):
-        return _event(algorithm, strategy, synchronous, community, params, settings, keys,
+        return _event(algorithm, strategy, synchronous, community, params, settings, node_keys,
                       reference, horizon, max_iter, clock)
 
     clock = jax.lax.while_loop(going, advance, clock)
@@ -472,3 +487,41 @@ def simulate(algorithm: Algorithm, community: Community, params, settings: Setti
     return Outcome(jnp.where(reached, clock.settled_time, jnp.nan),
                    jnp.where(reached, clock.settled_iteration, jnp.nan), reached, clock.gap,
                    clock.overflows, clock.converged, clock.events, clock.released)
+
+
+def columns(community: Community, algorithm: Algorithm, params: AsynchronyParams, seed: int,
+            case_indices, reference) -> dict[str, np.ndarray]:
+    """The asynchrony columns of a batch's rows: the synchronous run (``eps = d = 0``), then
+    the asynchronous one to ``HORIZON`` times its time to gap (module doc); ``reference``
+    (B,) is the exact objective of every case."""
+    n = community.n_cases
+    dtype = community.dtype
+    keys = case_keys(seed, case_indices)
+    traced = algorithm.params(n, dtype)
+    reference = jnp.asarray(reference, dtype)
+
+    def run(spread, delay, horizon, max_events, synchronous):
+        settings = Settings(*(jnp.full(n, v, dtype) for v in (spread, delay, params.weight)))
+        return simulate(algorithm.static(), community, traced, settings, keys, reference,
+                        jnp.asarray(horizon, dtype), jnp.int32(algorithm.max_iter),
+                        jnp.int32(max_events), strategy=params.strategy,
+                        synchronous=synchronous)
+
+    sync = run(0.0, 0.0, jnp.zeros(n), algorithm.max_iter + 1, True)
+    sync_time = np.asarray(sync.time)
+    horizon = np.nan_to_num(HORIZON * sync_time, nan=0.0)  # no synchronous time: no run
+    # Every node updates at most twice per tau_C (tau_n >= tau_C / 2).
+    slowest = np.nanmax(np.append(np.asarray(sync.iterations), 0))
+    n_nodes = form(algorithm).nodes(community)
+    events = int(np.ceil(HORIZON * slowest + 2) * 2 * n_nodes)
+    late = run(params.compute_spread, params.delay_mean, horizon, min(events, 2**31 - 1), False)
+    reached = np.asarray(late.reached) & np.isfinite(sync_time)
+    time = np.where(reached, np.asarray(late.time), np.nan)
+    return {"synchronous_time_s": sync_time,
+            "synchronous_iterations": np.asarray(sync.iterations),
+            "async_time_s": time,
+            "async_iterations": np.where(reached, np.asarray(late.iterations), np.nan),
+            "reached_gap": reached,
+            "time_ratio": time / sync_time,
+            "async_gap": np.where(np.isfinite(sync_time), np.asarray(late.gap), np.nan),
+            "message_overflows": np.asarray(late.overflows)}

@@ -21,7 +21,7 @@ import jax
 import numpy as np
 import pyarrow as pa
 
-from jaxmarket import progress
+from jaxmarket import asynchrony, progress
 from jaxmarket.algorithms import Algorithm
 from jaxmarket.community import Community, concatenate, take
 from jaxmarket.errors import InputError
@@ -79,7 +79,9 @@ def _kinds(cell: Cell) -> tuple[str, ...]:
     """The column kinds of the cell's rows (``markets.columns``)."""
     grid = ("grid",) if cell.grid_case is not None else ()
     stopping = ("stopping",) if "solver.stopping" in cell.values else ()
-    return ("dataset", kind(cell.algorithm, cell.reserve is not None), *grid, *stopping)
+    negotiation = ("asynchrony",) if cell.asynchrony is not None else ()
+    return ("dataset", kind(cell.algorithm, cell.reserve is not None), *grid, *stopping,
+            *negotiation)
 
 
 def _market(algorithm: Algorithm):
@@ -101,10 +103,14 @@ def trade_layouts(group: Group, community: Community, driver: str) -> dict[str, 
     return layouts
 
 
-def tabulate_cell(cell: Cell, community: Community, algorithm: Algorithm, market):
+def tabulate_cell(cell: Cell, community: Community, algorithm: Algorithm, market, seed: int,
+                  indices: np.ndarray):
     if cell.reserve is not None:
         return reserve.tabulate(community, cell.reserve, market)
     result = _market(algorithm).tabulate(community, algorithm, market)
+    if cell.asynchrony is not None:
+        result.rows.update(asynchrony.columns(community, algorithm, cell.asynchrony, seed,
+                                              indices, result.rows["reference_objective"]))
     if "solver.stopping" in cell.values:  # last, in one order for every rule of the study
         local = {key: result.rows.pop(key) for key in STOP_COLUMNS if key in result.rows}
         result.rows.update(local or global_stop_columns(result.rows))
@@ -118,7 +124,8 @@ def warm_up(study: Study, group: Group, community: Community, indices: np.ndarra
     quick = group.cell.algorithm.stopping_at_first_check()
     market = run_cell(study, group.cell, community, indices, quick, driver)
     first_chunk, first_market = _slot((community, market), 0, batch_size(study))
-    jax.block_until_ready(tabulate_cell(group.cell, first_chunk, quick, first_market))
+    jax.block_until_ready(tabulate_cell(group.cell, first_chunk, quick, first_market,
+                                        study.seed, indices[:batch_size(study)]))
 
 
 def _slot(tree, first: int, size: int):
@@ -144,9 +151,11 @@ def solve_group(study: Study, group: Group, community: Community, indices: np.nd
     market = run_cell(study, cell, community, indices, cell.algorithm, driver)
     jax.block_until_ready(market)  # the solve is over: now the references and metrics
     progress.phase("tabulate", cases=sum(chunk.n_cases for chunk in group.chunks))
-    results = [tabulate_cell(cell, chunk_community, cell.algorithm, chunk_market)
-               for chunk_community, chunk_market in
-               (_slot((community, market), slot * size, size) for slot in range(len(group.chunks)))]
+    results = [tabulate_cell(cell, chunk_community, cell.algorithm, chunk_market, study.seed,
+                             chunk_indices)
+               for chunk_community, chunk_market, chunk_indices in
+               (_slot((community, market, indices), slot * size, size)
+                for slot in range(len(group.chunks)))]
     jax.block_until_ready(results)
     elapsed = time.perf_counter() - start
     n_real = sum(chunk.n_cases for chunk in group.chunks)
