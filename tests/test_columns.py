@@ -3,9 +3,10 @@ output is produced for real on tiny batches, and must carry exactly its declared
 of the declared types; ``annotate`` puts a unit and a description on every field and
 refuses an undeclared column.
 
-Tiny on purpose: 4 agents, batches of 2 cases, a few iterations (one sweep with ADMM and
-a trace, CED on a generated batch, the energy and reserve market, and ``jaxmarket solve``
-with RCI on the New England case, which gives the grid columns and the trades table)."""
+Tiny on purpose: 4 agents, batches of 2 cases, a few iterations (one sweep with ADMM, a
+trace and an ``[asynchrony]`` section, CED on a generated batch, the energy and reserve
+market, and ``jaxmarket solve`` with RCI on the New England case, which gives the grid
+columns and the trades table)."""
 
 from pathlib import Path
 from typing import NamedTuple
@@ -44,6 +45,9 @@ sparsity = 0.5
 [solver]
 max_iter = 20
 trace_every = 5
+[asynchrony]
+compute_spread = 0.005
+delay_mean = 0.005
 """
 
 
@@ -64,13 +68,14 @@ def outputs(tmp_path_factory) -> dict[str, Output]:
     folder = tmp_path_factory.mktemp("columns")
     made = {}
 
-    # A sweep: dataset + p2p columns and the cell's labels; the trace table.
+    # A sweep with asynchrony: dataset + p2p + asynchrony columns and the cell's labels; the
+    # trace table.
     (folder / "columns.toml").write_text(STUDY)
     study = load_study(folder / "columns.toml", (), out=folder / "sweep")
     list(runner.run(plan.prepare(study), driver="plain"))  # same rows, less to compile
     (cases,) = sorted((study.out / "cases").glob("*.parquet"))
     (trace,) = sorted((study.out / "traces").glob("*.parquet"))
-    made["sweep rows"] = Output(pq.read_table(cases), ("dataset", "p2p"),
+    made["sweep rows"] = Output(pq.read_table(cases), ("dataset", "p2p", "asynchrony"),
                                 tuple(study.cells[0].labels()))
     made["sweep trace"] = Output(pq.read_table(trace), ("trace",))
 

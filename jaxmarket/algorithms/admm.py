@@ -210,20 +210,27 @@ class ConsensusADMM(Algorithm):
         return ADMMState(zeros, zeros, local, params.rho, jnp.zeros(params.rho.shape, jnp.int32),
                          stopping)
 
-    def consensus(self, state: ADMMState, reverse):
-        """The consensus trades the agents are pulled towards: y_nm = (p_nm - p_mn) / 2."""
-        return 0.5 * (state.trades - reverse(state.trades))
+    @staticmethod
+    def consensus(trades, partner_trades):
+        """The consensus trades the agents are pulled towards: y_nm = (p_nm - p_mn) / 2, with
+        ``partner_trades`` the p_mn agent n knows (the reverse trades when synchronous)."""
+        return 0.5 * (trades - partner_trades)
+
+    @staticmethod
+    def moved_prices(prices, rho, trades, partner_trades, edges):
+        """The price update on the trades, lambda_nm - rho (p_nm + p_mn) / 2 (T3.11)."""
+        rho = rho.reshape((-1,) + (1,) * (trades.ndim - 1))
+        return jnp.where(edges, prices - 0.5 * rho * (trades + partner_trades), 0.0)
 
     def step(self, problem, params: ADMMParams, state: ADMMState) -> ADMMState:
         if self.local_rule:
             return self.local_step(problem, params, state)
         edges, reverse = self.local.layout(problem)
-        trades, local = self.local.solve(problem, self.consensus(state, reverse), state.prices,
-                                         state.rho, state.local)
-        rho = state.rho.reshape((-1,) + (1,) * (trades.ndim - 1))
-        prices = state.prices - 0.5 * rho * (trades + reverse(trades))
+        trades, local = self.local.solve(problem, self.consensus(state.trades, reverse(state.trades)),
+                                         state.prices, state.rho, state.local)
+        prices = self.moved_prices(state.prices, state.rho, trades, reverse(trades), edges)
         count = state.count + 1
-        return ADMMState(trades, jnp.where(edges, prices, 0.0), local,
+        return ADMMState(trades, prices, local,
                          self.balanced_rho(params, state, trades, count, reverse), count)
 
     def local_step(self, problem: Community, params: ADMMParams, state: ADMMState) -> ADMMState:
@@ -231,7 +238,7 @@ class ConsensusADMM(Algorithm):
         their owner's solve, their prices stop, then the rule freezes what has settled."""
         stop = state.stopping
         pinned = local_stopping.pinned(problem, stop, state.trades)
-        trades, local = self.local.solve(pinned, self.consensus(state, _swap), state.prices,
+        trades, local = self.local.solve(pinned, self.consensus(state.trades, _swap(state.trades)), state.prices,
                                          state.rho, state.local)
         trades = jnp.where(stop.frozen, state.trades, trades)
         # An agent with every trade frozen has nothing to solve (its solve is degenerate).

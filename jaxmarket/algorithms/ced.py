@@ -95,14 +95,24 @@ class CED(Algorithm):
         return CEDState(community.a * 0, zeros, zeros)
 
     def step(self, community: Community, params: CEDParams, state: CEDState) -> CEDState:
+        power = self.dispatch(community, params, state.power, state.price[:, None],
+                              state.imbalance[:, None])
+        return CEDState(power, *self.clear(community, params, state.price, power))
+
+    @staticmethod
+    def dispatch(community: Community, params: CEDParams, power, price, imbalance):
+        """The agents' update from the price and imbalance they know, (B, 1) when broadcast
+        by the manager at once, (B, N) when each agent has its own view (asynchrony)."""
         rho = params.rho[:, None]
-        share = _share(community, params)
-        anchor = state.power - (share * state.imbalance)[:, None]
-        proposal = (state.price[:, None] - community.b + rho * anchor) / (community.a + rho)
-        power = jnp.clip(proposal, community.p_min, community.p_max)  # padding: bounds 0
+        anchor = power - _share(community, params)[:, None] * imbalance
+        proposal = (price - community.b + rho * anchor) / (community.a + rho)
+        return jnp.clip(proposal, community.p_min, community.p_max)  # padding: bounds 0
+
+    @staticmethod
+    def clear(community: Community, params: CEDParams, price, power):
+        """The manager's update from the powers it knows: the new price and imbalance."""
         imbalance = power.sum(-1)
-        price = state.price - params.rho * share * imbalance
-        return CEDState(power, price, imbalance)
+        return price - params.rho * _share(community, params) * imbalance, imbalance
 
     def residuals(self, community: Community, params: CEDParams, previous: CEDState,
                   current: CEDState) -> Residuals:

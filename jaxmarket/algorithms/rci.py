@@ -106,8 +106,10 @@ def _swap(m):
 
 
 def _per_case(schedule, count, dtype):
-    """A schedule's value as a (B, 1) column, whether it returns a scalar or (B,)."""
-    return jnp.broadcast_to(schedule(count), count.shape).astype(dtype)[:, None]
+    """A schedule's value as a (B, 1) column, whether it returns a scalar or (B,); per
+    agent, (B, N), for per-agent counts."""
+    value = jnp.broadcast_to(schedule(count), count.shape).astype(dtype)
+    return value[:, None] if count.ndim == 1 else value
 
 
 def _stand_in_curvature(community: Community):
@@ -216,33 +218,41 @@ class RCI(Algorithm):
                         jnp.zeros(community.n_cases, jnp.int32))
 
     def step(self, community: Community, params: RCIParams, state: RCIState) -> RCIState:
+        trades, prices, upper, lower = self.update(
+            community, state.trades, state.prices, state.trades.mT, state.prices.mT,
+            state.upper_dual, state.lower_dual, state.count)
+        return RCIState(trades, prices, upper, lower, state.count + 1)
+
+    def update(self, community: Community, trades, prices, partner_trades, partner_prices,
+               upper_dual, lower_dual, count):
+        """Every agent's iteration (module doc) from what it knows of its partners, p_mn
+        and lambda_mn (``partner_*``: the transposes when synchronous); ``count`` is (B,),
+        or (B, N) when every agent counts its own updates (asynchronous negotiation)."""
         dtype = community.dtype
-        alpha, beta, eta, delta = (_per_case(s, state.count, dtype) for s in self.sequences)
+        alpha, beta, eta, delta = (_per_case(s, count, dtype) for s in self.sequences)
         edges = community.edges
-        trades = state.trades
         if self.central_node:
-            base = 0.5 * (trades - trades.mT)  # z_nm, reciprocal by construction
-            innovation = 0.5 * (trades + trades.mT)  # p_nm - z_nm, written symmetrically
+            base = 0.5 * (trades - partner_trades)  # z_nm, reciprocal by construction
+            innovation = 0.5 * (trades + partner_trades)  # p_nm - z_nm, written symmetrically
         else:
             base = trades
-            innovation = trades + trades.mT
-        prices = (state.prices - beta[..., None] * (state.prices - state.prices.mT)
-                  - alpha[..., None] * innovation)
-        prices = jnp.where(edges, prices, 0.0)
+            innovation = trades + partner_trades
+        new_prices = (prices - beta[..., None] * (prices - partner_prices)
+                      - alpha[..., None] * innovation)
+        new_prices = jnp.where(edges, new_prices, 0.0)
 
         power = base.sum(-1)
-        upper = jax.nn.relu(state.upper_dual + eta * (power - community.p_max))
-        lower = jax.nn.relu(state.lower_dual + eta * (community.p_min - power))
+        upper = jax.nn.relu(upper_dual + eta * (power - community.p_max))
+        lower = jax.nn.relu(lower_dual + eta * (community.p_min - power))
 
         weights = jnp.where(edges, jnp.abs(base) + delta[..., None], 0.0)
         total = weights.sum(-1, keepdims=True)
         gains = weights / jnp.where(total > 0, total, 1.0)  # isolated agents: no trades
-        value = prices - community.charge - upper[..., None] + lower[..., None]
-        previous_value = (state.prices - community.charge - state.upper_dual[..., None]
-                          + state.lower_dual[..., None])
+        value = new_prices - community.charge - upper[..., None] + lower[..., None]
+        previous_value = (prices - community.charge - upper_dual[..., None]
+                          + lower_dual[..., None])
         proposal = base + gains * _desired_change(community, value, previous_value, power)
-        trades = jnp.clip(proposal, *_reciprocal_box(community))
-        return RCIState(trades, prices, upper, lower, state.count + 1)
+        return jnp.clip(proposal, *_reciprocal_box(community)), new_prices, upper, lower
 
     def residuals(self, community: Community, params: RCIParams, previous: RCIState,
                   current: RCIState) -> Residuals:

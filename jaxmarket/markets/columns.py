@@ -12,6 +12,8 @@ Each column is declared once (``COLUMNS``), with the output kinds whose tables c
 ``stopping``  extra columns of rows of a study that gives ``solver.stopping``, and of every
               row under a local stopping rule (``algorithms.local_stopping``), the row of
               ``jaxmarket solve --out`` included
+``asynchrony`` extra columns of rows of a study with an ``[asynchrony]`` section
+              (``asynchrony.columns``)
 ``dataset``   identity columns of every sweep row (``sweep.solve_group``)
 ``trace``     the long residual trace of a sweep (``solve._long_trace``, per case id)
 ``trades``    the trades table of ``jaxmarket solve --out``
@@ -40,8 +42,8 @@ from typing import Callable, Iterable, Mapping
 
 import pyarrow as pa
 
-KINDS = ("p2p", "pool", "reserve", "grid", "endogenous", "stopping", "dataset", "trace", "trades",
-         "endogenous_trades", "solve")
+KINDS = ("p2p", "pool", "reserve", "grid", "endogenous", "stopping", "asynchrony", "dataset",
+         "trace", "trades", "endogenous_trades", "solve")
 
 
 @dataclass(frozen=True)
@@ -274,6 +276,25 @@ COLUMNS: tuple[Column, ...] = (
             "endogenous charge eta_i of agent i"),
     # --- when the agents stopped (algorithms.local_stopping; rows of a study giving
     # solver.stopping, and every row under a local rule)
+    # --- asynchronous negotiation (jaxmarket.asynchrony; rows of an [asynchrony] study)
+    _column("synchronous_time_s", "float", "s", "asynchrony",
+            "simulated time to an optimality gap of 1e-4 (from then on) of the synchronous run "
+            "(eps = d = 0): tau_C times its iterations to gap; NaN: not reached"),
+    _column("synchronous_iterations", "float", "count", "asynchrony",
+            "iterations of the synchronous run to the 1e-4 gap (NaN: not reached)"),
+    _column("async_time_s", "float", "s", "asynchrony",
+            "simulated time from which the gap of the asynchronous run stays <= 1e-4, within "
+            "3 times the synchronous time (NaN: not reached)"),
+    _column("async_iterations", "float", "count", "asynchrony",
+            "updates of the slowest agent (or manager) by async_time_s (NaN: not reached)"),
+    _column("reached_gap", "bool", "n/a", "asynchrony",
+            "the asynchronous run reached the 1e-4 gap within 3 times the synchronous time"),
+    _column("time_ratio", "float", "1", "asynchrony",
+            "async_time_s / synchronous_time_s (NaN: either not reached)"),
+    _column("async_gap", "float", "1", "asynchrony",
+            "optimality gap at the end of the asynchronous run (NaN: no synchronous time)"),
+    _column("message_overflows", "int", "count", "asynchrony",
+            "messages refused by a full link buffer (10 slots per link)"),
     _column("last_agent_stop", "float", "count", "stopping",
             "iteration at which the last agent stopped negotiating: its local rule froze its "
             "last trade (local rules), the case converged (global rule: iterations); NaN when "
@@ -396,7 +417,9 @@ def document() -> str:
         "`description`). Kinds: `p2p` rows of admm, rci and pcmbed; `pool` rows of ced and "
         "ced_mean; `reserve` rows of the energy and reserve market; `grid` extra columns of a "
         "case with a grid; `endogenous` extra columns under endogenous network charges "
-        "(`endogenous_trades`: the agents' charges in their trades table); `dataset` identity columns of every sweep row; `trace` the long "
+        "(`endogenous_trades`: the agents' charges in their trades table); `asynchrony` extra "
+        "columns of a study with an `[asynchrony]` section; `dataset` identity columns of "
+        "every sweep row; `trace` the long "
         "residual trace; `trades` and `solve` the trades table and the row of "
         "`jaxmarket solve --out`. The label columns of a row are the keys of its study, with "
         f"their units in [the study-file reference](study-file.md). Columns per kind: {counts}.\n\n"

@@ -70,7 +70,8 @@ def tabulate_in_blocks(tabulate: Callable[[Any], BatchResult], batch, n_cases: i
         keep = trace["case"] < n_cases
         trace = {key: value[keep] for key, value in trace.items()}
     arrays = [None if parts[0][k] is None else
-              jnp.concatenate([part[k] for part in parts])[:n_cases] for k in range(2, 5)]
+              jnp.concatenate([part[k] for part in parts])[:n_cases]
+              for k in range(2, len(BatchResult._fields))]
     return BatchResult(rows, trace, *arrays)
 
 

@@ -11,6 +11,7 @@ import jax.numpy as jnp
 
 from jaxmarket import algorithms
 from jaxmarket.algorithms import Algorithm
+from jaxmarket.asynchrony import AsynchronyParams
 from jaxmarket.case import perturbed_costs
 from jaxmarket.charges import ENDOGENOUS, GridCase, apply_policy, grid_outcome
 from jaxmarket.congestion import LineLimits, line_limits
@@ -103,6 +104,12 @@ class Cell:
             return None
         allocation, delta = values.pop("allocation"), values.pop("confidence")
         return ReserveStudyParams(allocation, delta, RenewableParams(**values))
+
+    @property
+    def asynchrony(self) -> AsynchronyParams | None:
+        """The asynchronous negotiation of the cell, None without an ``[asynchrony]`` section."""
+        values = self.section("asynchrony")
+        return AsynchronyParams(**values) if values else None
 
     def grid_columns(self, result) -> dict[str, Any]:
         """Grid outcome columns of a market's ``BatchResult`` (none without a network case)."""

@@ -2,7 +2,7 @@
 
 The keys, their defaults, checks and units are declared in ``jaxmarket.study.keys`` (and
 rendered in ``docs/study-file.md``): sections ``[run]``, ``[community]``, ``[graph]``,
-``[network]``, ``[reserve]`` and ``[solver]``.
+``[network]``, ``[reserve]``, ``[solver]`` and ``[asynchrony]``.
 
 With ``network.case`` (a JSON case file with a grid, path relative to the working
 directory) the cells solve that case instead of generated communities: case k is the
@@ -13,10 +13,11 @@ study has no ``[community]`` or ``[graph]`` section, and its rows carry the grid
 (line loadings, inter-zone volume). Without ``network.case`` the ``[network]`` section is
 left out of the resolved config, so generator studies keep their cells and config hash.
 
-Any key of ``[community]``, ``[graph]``, ``[network]``, ``[reserve]`` and ``[solver]`` may be given as a list of values
+Any key of ``[community]``, ``[graph]``, ``[network]``, ``[reserve]``, ``[solver]`` and
+``[asynchrony]`` may be given as a list of values
 (for a range key: a list of ranges) to sweep it. The cells are the Cartesian product of
 the swept lists, ordered like nested loops: keys in the order of the declarations
-(community, graph, network, reserve, solver; within a section as listed, generator fields in
+(community, graph, network, reserve, solver, asynchrony; within a section as listed, generator fields in
 GeneratorParams order), the last swept key varying fastest, values in the order given.
 Cell c is the c-th element of that product.
 
@@ -39,6 +40,7 @@ from typing import Any, Iterable
 import jax
 
 from jaxmarket.algorithms.rci import tuned
+from jaxmarket.asynchrony import check_algorithm as check_async_algorithm
 from jaxmarket.cases import locate
 from jaxmarket.charges import GridCase, load_grid_case
 from jaxmarket.errors import InputError
@@ -135,8 +137,9 @@ def resolve(raw: dict, default_name: str, overrides: Iterable[tuple[str, Any]] =
     # tuning (the config then shows what runs, and a study without solver.tuning keeps the
     # config hash it had before tunings existed), else cell by cell below.
     checked["solver"] = tuned(checked["solver"])
-    if not merged.get("reserve"):
-        del checked["reserve"]  # studies without it keep their hash
+    for section in ("reserve", "asynchrony"):
+        if not merged.get(section):
+            del checked[section]  # studies without it keep their hash
 
     values = {f"{s}.{k}": v for s in SWEPT_SECTIONS if s in checked for k, v in checked[s].items()}
     swept = tuple(key for key, v in values.items() if isinstance(v, list))
@@ -244,6 +247,11 @@ def _check_cell(cell: Cell) -> None:
             algorithm.name != "admm" or cell.reserve or algorithm.rho_balance):
         raise InputError("solver.stopping", "local stopping rules are an option of P2P consensus "
                                             "ADMM (admm, fixed rho, no [reserve]) only")
+    if cell.asynchrony is not None:
+        if cell.reserve is not None:
+            raise InputError("asynchrony", "asynchrony is simulated for the P2P and pool markets "
+                                           "only (no [reserve])")
+        check_async_algorithm(algorithm)
     if algorithm.trace_every % algorithm.check_every:
         raise InputError("solver.trace_every", f"must be a multiple of solver.check_every "
                                                f"({algorithm.check_every}), got {algorithm.trace_every}")

@@ -15,6 +15,7 @@ from functools import partial
 from typing import Any, NamedTuple
 
 from jaxmarket.algorithms import check_algorithm, solver_schema
+from jaxmarket.asynchrony import AsynchronyParams
 from jaxmarket.charges import NETWORK_POLICIES, POLICIES
 from jaxmarket.errors import InputError
 from jaxmarket.generator import CHARGES, LAYOUTS, GeneratorParams, generate
@@ -147,6 +148,10 @@ SCHEMA: dict[str, dict[str, Key]] = {
     },
     # Derived from the fields of every registered algorithm (jaxmarket.algorithms).
     "solver": _solver_schema(),
+    # Asynchronous negotiation (jaxmarket.asynchrony); absent: none simulated.
+    "asynchrony": {f.name: Key(f.default, f.metadata["check"], f.metadata["unit"],
+                               f.metadata["description"])
+                   for f in dataclasses.fields(AsynchronyParams)},
 }
 def label_units() -> dict[str, tuple[str, str]]:
     """Unit and description of every label column a key of a swept section can give (a
@@ -164,7 +169,7 @@ def label_units() -> dict[str, tuple[str, str]]:
 
 # Keys whose value is a pair: a list of numbers is that pair, a list of lists a sweep.
 RANGES = tuple(key for table in SCHEMA.values() for key, entry in table.items() if entry.pair)
-SWEPT_SECTIONS = ("community", "graph", "network", "reserve", "solver")
+SWEPT_SECTIONS = ("community", "graph", "network", "reserve", "solver", "asynchrony")
 
 
 

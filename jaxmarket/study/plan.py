@@ -128,7 +128,8 @@ def compile_key(cell: Cell) -> tuple:
     """What makes the solver compile anew within a study (fixed batch size and dtype); rho
     and the tolerances are traced values."""
     reserve = cell.reserve and cell.reserve.allocation  # a static argument of the allocation
-    return cell.n_agents, cell.algorithm.static(), reserve
+    strategy = cell.asynchrony and cell.asynchrony.strategy  # static in the simulation
+    return cell.n_agents, cell.algorithm.static(), reserve, strategy
 
 
 def prepare(study: Study, resume: bool = False, overwrite: bool = False, process: int = 0,

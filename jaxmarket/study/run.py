@@ -21,7 +21,7 @@ import jax
 import numpy as np
 import pyarrow as pa
 
-from jaxmarket import progress
+from jaxmarket import asynchrony, progress
 from jaxmarket.algorithms import Algorithm
 from jaxmarket.community import Community, concatenate, take
 from jaxmarket.errors import InputError
@@ -82,7 +82,9 @@ def _kinds(cell: Cell) -> tuple[str, ...]:
     grid = ("grid",) if cell.grid_case is not None else ()
     grid += ("endogenous",) if cell.endogenous else ()
     stopping = ("stopping",) if "solver.stopping" in cell.values else ()
-    return ("dataset", kind(cell.algorithm, cell.reserve is not None), *grid, *stopping)
+    negotiation = ("asynchrony",) if cell.asynchrony is not None else ()
+    return ("dataset", kind(cell.algorithm, cell.reserve is not None), *grid, *stopping,
+            *negotiation)
 
 
 def _market(algorithm: Algorithm):
@@ -104,13 +106,17 @@ def trade_layouts(group: Group, community: Community, driver: str) -> dict[str, 
     return layouts
 
 
-def tabulate_cell(cell: Cell, community: Community, algorithm: Algorithm, market):
+def tabulate_cell(cell: Cell, community: Community, algorithm: Algorithm, market, seed: int,
+                  indices: np.ndarray):
     if cell.reserve is not None:
         return reserve.tabulate(community, cell.reserve, market)
     if cell.endogenous:
         result = endogenous.tabulate(community, cell.line_limits(community.n_cases), algorithm, market)
     else:
         result = _market(algorithm).tabulate(community, algorithm, market)
+    if cell.asynchrony is not None:
+        result.rows.update(asynchrony.columns(community, algorithm, cell.asynchrony, seed,
+                                              indices, result.rows["reference_objective"]))
     if "solver.stopping" in cell.values:  # last, in one order for every rule of the study
         local = {key: result.rows.pop(key) for key in STOP_COLUMNS if key in result.rows}
         result.rows.update(local or global_stop_columns(result.rows))
@@ -123,15 +129,17 @@ def warm_up(study: Study, group: Group, community: Community, indices: np.ndarra
     iteration per case: infinite tolerances stop every case at its first check."""
     quick = group.cell.algorithm.stopping_at_first_check()
     market = run_cell(study, group.cell, community, indices, quick, driver)
-    jax.block_until_ready(_tabulate(group.cell, quick, (community, market), 1))
+    jax.block_until_ready(_tabulate(group.cell, quick, (community, market, indices), 1,
+                                    study.seed))
 
 
-def _tabulate(cell: Cell, algorithm: Algorithm, batch, n_cases: int):
-    """Rows of the first ``n_cases`` cases of ``batch = (community, market)``, tabulated
-    in blocks of one fixed shape (``rows.TABULATE_CASES``): bit-identical whatever the
-    chunk size."""
-    return tabulate_in_blocks(lambda block: tabulate_cell(cell, block[0], algorithm, block[1]),
-                              batch, n_cases)
+def _tabulate(cell: Cell, algorithm: Algorithm, batch, n_cases: int, seed: int):
+    """Rows of the first ``n_cases`` cases of ``batch = (community, market, case
+    indices)``, tabulated in blocks of one fixed shape (``rows.TABULATE_CASES``):
+    bit-identical whatever the chunk size."""
+    return tabulate_in_blocks(
+        lambda block: tabulate_cell(cell, block[0], algorithm, block[1], seed, block[2]),
+        batch, n_cases)
 
 
 def _slot(tree, first: int, size: int):
@@ -157,8 +165,9 @@ def solve_group(study: Study, group: Group, community: Community, indices: np.nd
     market = run_cell(study, cell, community, indices, cell.algorithm, driver)
     jax.block_until_ready(market)  # the solve is over: now the references and metrics
     progress.phase("tabulate", cases=sum(chunk.n_cases for chunk in group.chunks))
-    results = [_tabulate(cell, cell.algorithm, _slot((community, market), slot * size, size),
-                         chunk.n_cases) for slot, chunk in enumerate(group.chunks)]
+    results = [_tabulate(cell, cell.algorithm, _slot((community, market, indices), slot * size,
+                                                   size), chunk.n_cases, study.seed)
+               for slot, chunk in enumerate(group.chunks)]
     jax.block_until_ready(results)
     elapsed = time.perf_counter() - start
     n_real = sum(chunk.n_cases for chunk in group.chunks)
