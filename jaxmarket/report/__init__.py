@@ -45,7 +45,8 @@ from jaxmarket.study.config import Study, resolve
 from jaxmarket.errors import InputError
 from jaxmarket.study.store import read_manifest, verified, write_atomic
 
-SECTIONS = ("summary", "algorithms", "sparsity", "layouts", "network", "uncertainty", "convergence")
+SECTIONS = ("summary", "algorithms", "sparsity", "layouts", "network", "uncertainty", "convergence",
+            "asynchrony")
 
 STYLE_FILE = Path(__file__).with_name("jaxmarket.mplstyle")
 ONE_COLUMN = 3.5  # in: figure widths of a two-column paper
