@@ -180,3 +180,40 @@ def test_convergence_of_unordered_cells_names_them_and_does_not_join_them():
         assert ax.get_xlabel() == "policy"
         assert [t.get_text() for t in ax.get_xticklabels()] == ["endogenous_dc", "none", "zonal"]
         assert all(line.get_linestyle() == "None" for line in ax.get_lines())
+
+
+def test_asynchrony_table_and_figure():
+    """The asynchrony section's table against counts and ratios worked out here; its
+    figure has a panel column per algorithm (time increase above, reached share below)."""
+    from jaxmarket.report import asynchrony
+    cases = pd.DataFrame({
+        "algorithm": ["admm"] * 4 + ["ced"] * 2,
+        "strategy": ["latest", "latest", "mean", "mean", "latest", "latest"],
+        "compute_spread": [0.005] * 6, "delay_mean": [0.0] * 6,
+        "time_ratio": [1.2, 1.6, np.nan, 0.9, 1.1, 1.3],
+        "reached_gap": [True, True, False, True, True, True],
+        "async_gap": [1e-5, 2e-5, 0.3, 1e-6, 1e-5, 1e-5],
+        "message_overflows": [0, 0, 1, 0, 0, 0]})
+    table = asynchrony.summary_table(cases)
+    latest, mean, ced = table.to_dict("records")
+    assert (latest["algorithm"], latest["strategy"], latest["cases"], latest["reached"]) == (
+        "admm", "latest", 2, 2)
+    assert latest["time_ratio_mean"] == pytest.approx(1.4)
+    assert latest["time_ratio_max"] == pytest.approx(1.6)
+    assert (mean["cases"], mean["reached"], mean["message_overflows"]) == (2, 1, 1)
+    assert mean["time_ratio_mean"] == pytest.approx(0.9)
+    assert mean["async_gap_median"] == pytest.approx((0.3 + 1e-6) / 2)
+    assert (ced["algorithm"], ced["time_ratio_median"]) == ("ced", pytest.approx(1.2))
+    with report.style():
+        fig = asynchrony.time_figure(table, cases)
+    assert len(fig.axes) == 4
+    assert [ax.get_title() for ax in fig.axes[:2]] == ["admm", "ced"]
+    # Another swept key (rho) splits the groups and the panels.
+    cases["rho"] = [1.0, 0.1, 1.0, 1.0, 1.0, 1.0]
+    table = asynchrony.summary_table(cases, ("rho",))
+    assert list(table["cases"]) == [1, 1, 2, 2]
+    assert list(table["rho"]) == [0.1, 1.0, 1.0, 1.0]
+    with report.style():
+        fig = asynchrony.time_figure(table, cases, ("rho",))
+    assert [ax.get_title() for ax in fig.axes[:3]] == ["admm, rho = 0.1", "admm, rho = 1",
+                                                       "ced, rho = 1"]

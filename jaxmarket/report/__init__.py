@@ -44,7 +44,7 @@ from jaxmarket.errors import InputError
 from jaxmarket.study.store import read_listed, read_manifest, verified, write_atomic
 
 SECTIONS = ("summary", "algorithms", "sparsity", "layouts", "network", "endogenous", "uncertainty",
-            "convergence")
+            "convergence", "asynchrony")
 
 STYLE_FILE = Path(__file__).with_name("jaxmarket.mplstyle")
 ONE_COLUMN = 3.5  # in: figure widths of a two-column paper
