@@ -37,6 +37,7 @@ indices (``case_split``): the held-out ones are those a sweep of the study solve
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from typing import Callable, NamedTuple
 
@@ -204,13 +205,16 @@ def project(chosen: tuple[Knob, ...], x):
     return jnp.clip(x, jnp.asarray(low), jnp.asarray(high))
 
 
-def loss_function(algorithm: Algorithm, chosen: tuple[Knob, ...], unroll: int):
-    """Mean surrogate over the cases of several batches (one per community setting)."""
+@functools.lru_cache(maxsize=16)
+def _programs(algorithm: Algorithm, chosen: tuple[Knob, ...], unroll: int):
+    """The compiled surrogate programs of one tuning problem, built once per (algorithm,
+    knobs, unroll): every search round, Adam and the validation reuse them instead of
+    compiling the same scan again."""
     per_case = surrogate(algorithm, chosen, unroll)
-    one = jax.jit(lambda x, data: per_case(x, data).mean())
 
-    def loss(x, batches):
-        return sum(one(x, data) for data in batches) / len(batches)
+    @jax.jit
+    def mean(x, data):
+        return per_case(x, data).mean()
 
     @jax.jit
     def grad(x, data):
@@ -220,6 +224,20 @@ def loss_function(algorithm: Algorithm, chosen: tuple[Knob, ...], unroll: int):
             return per_case(y, data).mean()
         values, slopes = jax.vmap(lambda v: jax.jvp(f, (x,), (v,)))(jnp.eye(x.size, dtype=x.dtype))
         return values[0], slopes
+
+    @jax.jit
+    def each(xs, data):
+        return jax.lax.map(lambda x: per_case(x, data).mean(), xs)
+
+    return mean, grad, each
+
+
+def loss_function(algorithm: Algorithm, chosen: tuple[Knob, ...], unroll: int):
+    """Mean surrogate over the cases of several batches (one per community setting)."""
+    mean, grad, _ = _programs(algorithm, chosen, unroll)
+
+    def loss(x, batches):
+        return sum(mean(x, data) for data in batches) / len(batches)
 
     def value_and_grad(x, batches):
         results = [grad(x, data) for data in batches]
@@ -251,8 +269,7 @@ def random_search(algorithm: Algorithm, chosen: tuple[Knob, ...], unroll: int, b
                   points: np.ndarray) -> np.ndarray:
     """Mean surrogate of every point over the batches (non-finite: +inf), one compiled
     program per batch for all points."""
-    per_case = surrogate(algorithm, chosen, unroll)
-    evaluate = jax.jit(lambda xs, data: jax.lax.map(lambda x: per_case(x, data).mean(), xs))
+    evaluate = _programs(algorithm, chosen, unroll)[2]
     scores = sum(np.asarray(evaluate(jnp.asarray(points), data)) for data in batches) / len(batches)
     return np.where(np.isfinite(scores), scores, np.inf)
 

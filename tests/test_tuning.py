@@ -41,10 +41,25 @@ def study_file(folder, text=STUDY):
     return path
 
 
-def batches(folder, algorithm, indices):
-    study = load_study(study_file(folder), [f"solver.algorithm={algorithm}"])
+def base_algorithm(folder, algorithm):
+    return load_study(study_file(folder), [f"solver.algorithm={algorithm}"]).cells[0].algorithm
+
+
+# One shape for every surrogate program of the module, the end-to-end tune's included (4
+# training and 4 validation cases, K = 30), so that each program compiles once. At K = 20
+# Adam's first steps on ADMM's rho go uphill (measured), too short a surrogate to tune.
+UNROLL = 30
+TRAIN_CASES = 4
+
+
+@pytest.fixture(scope="module")
+def cases(tmp_path_factory):
+    """Training and validation batches of the study's communities (the same for every
+    algorithm), disjoint case indices."""
+    study = load_study(study_file(tmp_path_factory.mktemp("cases")))
     cell = study.cells[0]
-    return cell.algorithm, [tuning.batch(cell.communities(study.seed, list(indices), "float64"))]
+    return [[tuning.batch(cell.communities(study.seed, list(indices), "float64"))]
+            for indices in (range(10, 10 + TRAIN_CASES), range(10 + TRAIN_CASES, 10 + 2 * TRAIN_CASES))]
 
 
 def test_split_is_disjoint():
@@ -61,10 +76,10 @@ def test_training_cases_shrink_with_trades():
 
 
 @pytest.mark.parametrize("algorithm", ["rci", "admm_relaxed"])
-def test_gradient_matches_finite_differences(tmp_path, algorithm):
-    base, train = batches(tmp_path, algorithm, range(10, 14))
+def test_gradient_matches_finite_differences(tmp_path, cases, algorithm):
+    base, (train, _) = base_algorithm(tmp_path, algorithm), cases
     chosen = tuning.knobs(base)
-    loss, value_and_grad = tuning.loss_function(base, chosen, 20)
+    loss, value_and_grad = tuning.loss_function(base, chosen, UNROLL)
     x = jnp.asarray(tuning.start(base, chosen))
     value, gradient = value_and_grad(x, train)
     assert value == pytest.approx(float(loss(x, train)), rel=1e-12)
@@ -78,41 +93,39 @@ def test_gradient_matches_finite_differences(tmp_path, algorithm):
 @pytest.mark.parametrize("algorithm, knob_names", [
     ("rci", ["alpha_c", "alpha_p", "beta_c", "beta_p", "eta_c", "eta_p", "delta_c", "delta_p"]),
     ("admm", ["rho"])])
-def test_tuner_improves_the_surrogate(tmp_path, algorithm, knob_names):
-    base, train = batches(tmp_path, algorithm, range(10, 14))
-    _, validate = batches(tmp_path, algorithm, range(14, 18))
+def test_tuner_improves_the_surrogate(tmp_path, cases, algorithm, knob_names):
+    base, (train, validate) = base_algorithm(tmp_path, algorithm), cases
     assert [k.name for k in tuning.knobs(base)] == knob_names
-    result = tuning.tune(base, train, validate, unroll=30, n_draws=4, steps=8, learning_rate=0.1,
+    result = tuning.tune(base, train, validate, unroll=UNROLL, n_draws=4, steps=8, learning_rate=0.1,
                          seed=0)
     assert result.history[0] == pytest.approx(result.training["start"])  # Adam starts there
     assert min(h for h in result.history if np.isfinite(h)) < result.history[0] - 0.1
     assert result.validation[result.source] < result.validation["start"] - 0.1
     # The chosen values, as written, give the validation surrogate reported for them.
     chosen = tuning.knobs(base)
-    loss, _ = tuning.loss_function(base, chosen, 30)
+    loss, _ = tuning.loss_function(base, chosen, UNROLL)
     assert float(loss(jnp.asarray(tuning.encoded(chosen, result.values)), validate)) == pytest.approx(
         result.validation[result.source], rel=1e-12)
 
 
-def test_constant_sequences(tmp_path):
-    base, train = batches(tmp_path, "rci", range(10, 14))
-    _, validate = batches(tmp_path, "rci", range(14, 18))
+def test_constant_sequences(tmp_path, cases):
+    base, (train, validate) = base_algorithm(tmp_path, "rci"), cases
     chosen = tuning.knobs(base, constant=True)
     assert [k.name for k in chosen] == ["alpha_c", "beta_c", "eta_c", "delta_c"]
     # The start holds the thesis scales constant.
     assert tuning.rounded(chosen, tuning.start(base, chosen)) == {
         "alpha": (0.01, 0.0), "beta": (0.1, 0.0), "eta": (0.005, 0.0), "delta": (1.0, 0.0)}
-    result = tuning.tune(base, train, validate, unroll=30, n_draws=4, steps=0, learning_rate=0.1,
+    result = tuning.tune(base, train, validate, unroll=UNROLL, n_draws=4, steps=0, learning_rate=0.1,
                          seed=0, rounds=3, constant=True)
     assert result.source == "random search"
     assert all(p == 0.0 for _, p in result.values.values())
     assert result.validation["random search"] < result.validation["start"] - 0.1
     with pytest.raises(InputError, match="no sequences"):
-        tuning.knobs(batches(tmp_path, "admm", range(1))[0], constant=True)
+        tuning.knobs(base_algorithm(tmp_path, "admm"), constant=True)
 
 
 def test_later_rounds_draw_around_the_best_point(tmp_path):
-    base, _ = batches(tmp_path, "rci", range(1))
+    base = base_algorithm(tmp_path, "rci")
     chosen = tuning.knobs(base)
     centre = tuning.start(base, chosen)
     first = tuning.draws(chosen, centre, 200, 0)
@@ -129,7 +142,7 @@ def test_later_rounds_draw_around_the_best_point(tmp_path):
 
 
 def test_no_knob_is_an_input_error(tmp_path):
-    base, _ = batches(tmp_path, "exact", range(1))
+    base = base_algorithm(tmp_path, "exact")
     with pytest.raises(InputError, match="no continuous parameter"):
         tuning.knobs(base)
 
@@ -158,8 +171,8 @@ def test_tune_command_end_to_end(tmp_path):
     path = study_file(tmp_path)
     out = tmp_path / "tuned"
     result = CliRunner().invoke(app, ["tune", str(path), "--algorithm", "rci", "--out", str(out),
-                                      "--unroll", "20", "--steps", "3", "--draws", "2",
-                                      "--train-cases", "3"])
+                                      "--unroll", str(UNROLL), "--steps", "3", "--draws", "2",
+                                      "--train-cases", str(TRAIN_CASES)])
     assert result.exit_code == 0, result.output
     values = {k: tuple(v) for k, v in tomllib.loads((out / "solver.toml").read_text())["solver"].items()}
     report = (out / "report.md").read_text()
