@@ -83,7 +83,7 @@ from jaxmarket.algorithms.ced import CED
 from jaxmarket.algorithms.rci import RCI
 from jaxmarket.community import Community
 from jaxmarket.errors import InputError
-from jaxmarket.metrics import agent_costs, optimality_gap, p2p_objective
+from jaxmarket.metrics import agent_costs, gap_floor, optimality_gap, p2p_objective
 from jaxmarket.schema import number, text
 
 TAU_C = 0.01  # s, the compute time of an update (T3.3)
@@ -434,7 +434,8 @@ def _event(algorithm, strategy: str, synchronous, community, params, settings, n
     clock = clock._replace(state=negotiation.select(agents, new, clock.state),
                            finish=jnp.where(due, clock.finish + clock.tau, clock.finish))
 
-    gap = optimality_gap(negotiation.objective(community, clock.released), reference)
+    gap = optimality_gap(negotiation.objective(community, clock.released), reference,
+                         gap_floor(community).astype(reference.dtype))
     active = negotiation.active(community)
     slowest = jnp.min(jnp.where(active, clock.iteration, jnp.iinfo(jnp.int32).max), 1)
     below = gap <= GAP  # NaN: not below

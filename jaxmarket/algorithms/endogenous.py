@@ -90,8 +90,8 @@ class EndogenousADMM(ConsensusADMM):
         # The agents' pull towards the SO: its last copy (4.24) or the mean of both (4.29).
         anchor = 0.5 * (state.so_power + admm.local.power) if self.simultaneous else state.so_power
         agents = community._replace(a=community.a + rho, b=community.b - state.charge - rho * anchor)
-        trades, local = self.local.solve(agents, self.consensus(admm, _swap), admm.prices,
-                                         admm.rho, admm.local)
+        trades, local = self.local.solve(agents, self.consensus(admm.trades, _swap(admm.trades)),
+                                         admm.prices, admm.rho, admm.local)
         prices = admm.prices - 0.5 * rho[..., None] * (trades + _swap(trades))
         power = local.power
         so = project((anchor if self.simultaneous else power) - state.charge / rho,
