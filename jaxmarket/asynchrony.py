@@ -404,7 +404,7 @@ def _read(clock: Clock, receivers, now, strategy: str, settings: Settings) -> Cl
 
 
 def _event(algorithm, strategy: str, synchronous, community, params, settings, node_keys,
-           reference, horizon, max_iter, clock: Clock) -> Clock:
+           reference, floor, horizon, max_iter, clock: Clock) -> Clock:
     """One event of every case still running (module doc)."""
     negotiation, start = form(algorithm), clock
     now = jnp.min(clock.finish, 1)
@@ -434,8 +434,7 @@ def _event(algorithm, strategy: str, synchronous, community, params, settings, n
     clock = clock._replace(state=negotiation.select(agents, new, clock.state),
                            finish=jnp.where(due, clock.finish + clock.tau, clock.finish))
 
-    gap = optimality_gap(negotiation.objective(community, clock.released), reference,
-                         gap_floor(community).astype(reference.dtype))
+    gap = optimality_gap(negotiation.objective(community, clock.released), reference, floor)
     active = negotiation.active(community)
     slowest = jnp.min(jnp.where(active, clock.iteration, jnp.iinfo(jnp.int32).max), 1)
     below = gap <= GAP  # NaN: not below
@@ -475,13 +474,14 @@ def simulate(algorithm: Algorithm, community: Community, params, settings: Setti
     n_nodes = clock.tau.shape[1]
     node_keys = jax.vmap(lambda key: jax.vmap(lambda m: jax.random.fold_in(key, 1 + m))(
         jnp.arange(n_nodes)))(keys)  # (B, M, 2), drawn before the loop
+    floor = gap_floor(community).astype(reference.dtype)  # the gap's, once per case
 
     def going(clock):
         return ~clock.done.all() & (clock.events < max_events)
 
     def advance(clock):
         return _event(algorithm, strategy, synchronous, community, params, settings, node_keys,
-                      reference, horizon, max_iter, clock)
+                      reference, floor, horizon, max_iter, clock)
 
     clock = jax.lax.while_loop(going, advance, clock)
     reached = jnp.isfinite(clock.settled_time)
