@@ -9,6 +9,12 @@ through its methods:
     res   = algorithm.residuals(problem, params, previous_state, state)   # (B,) arrays
     done  = algorithm.converged(params, res)                              # (B,) bool
 
+At a check it calls ``algorithm.advance`` (the step and the residuals the stopping test
+reads, which an algorithm may compute together), ``algorithm.finite`` (the divergence test)
+and, only where residuals are recorded (traces, the result), ``algorithm.report`` (what the
+stopping test does not read, e.g. the objective); by default these are ``step``,
+``residuals`` and a finiteness test of the whole state.
+
 The driver iterates a whole batch inside one compiled ``lax.while_loop``. Residuals are
 checked every ``check_every`` iterations; a case stops at the first check where it has
 converged (or its state or residuals stopped being finite: it is then flagged as
@@ -99,10 +105,24 @@ def _freeze(stopped, old, new):
     return jax.tree_util.tree_map(pick, old, new)
 
 
-def _finite(tree):
-    """(B,) True where every value of the case is finite."""
-    leaves = jax.tree_util.tree_leaves(tree)
-    return jnp.stack([jnp.isfinite(v).reshape(v.shape[0], -1).all(1) for v in leaves]).all(0)
+def _inf_like(tree):
+    """Residuals before the first check: infinite (from shapes, nothing computed)."""
+    return jax.tree_util.tree_map(lambda r: jnp.full(r.shape, jnp.inf, r.dtype), tree)
+
+
+def _residual_shapes(algorithm, problem, params, state):
+    """Shapes of the check residuals (``advance``) and of the reported ones (``report``)."""
+    def both():
+        after, res = algorithm.advance(problem, params, state)
+        return res, algorithm.report(problem, params, after, res)
+
+    return jax.eval_shape(both)
+
+
+def _report(algorithm, problem, params, state, res, ran):
+    """The reported residuals of cases that ``ran``; the others keep infinite ones."""
+    full = algorithm.report(problem, params, state, res)
+    return jax.tree_util.tree_map(lambda r: jnp.where(ran, r, jnp.inf), full)
 
 
 @partial(jax.jit, static_argnames=("algorithm", "options"))
@@ -173,30 +193,38 @@ def _over_devices(algorithm, problem, params, waiting, options: DriverOptions
 def _check(algorithm, problem, params, every: int, stopped, state, res, conv, div):
     """``every`` iterations of the cases not ``stopped``, then their convergence check.
     Returns the state, the residuals (frozen where stopped), the fresh residuals and the
-    converged and diverged flags."""
+    converged and diverged flags. The residuals are those of ``algorithm.advance``."""
     def one(_, s):
         return _freeze(stopped, s, algorithm.step(problem, params, s))
 
     before = jax.lax.fori_loop(0, every - 1, one, state)
-    after = one(0, before)
-    new_res = algorithm.residuals(problem, params, before, after)
-    finite = _finite(new_res) & _finite(after)
+    stepped, new_res = algorithm.advance(problem, params, before)
+    after = _freeze(stopped, before, stepped)
+    finite = algorithm.finite(after, new_res)
     running = ~stopped
     conv = conv | (running & finite & algorithm.converged(params, new_res))
     div = div | (running & ~finite)
     return after, _freeze(stopped, res, new_res), new_res, conv, div
 
 
+def _record(algorithm, problem, params, trace, state, new_res, running, write):
+    """``write(trace, reported residuals)`` where some case records (``running`` of them
+    at a traced iteration): the reported residuals are computed only then."""
+    return jax.lax.cond(running.any(),
+                        lambda t: write(t, algorithm.report(problem, params, state, new_res)),
+                        lambda t: t, trace)
+
+
 def _iterate(algorithm, problem, params, waiting, options: DriverOptions
              ) -> DriverResult:
     state0 = algorithm.init(problem, params)
-    res0 = algorithm.residuals(problem, params, state0, state0)
+    res0, reported = _residual_shapes(algorithm, problem, params, state0)
     n_cases = jax.tree_util.tree_leaves(res0)[0].shape[0]
-    res0 = jax.tree_util.tree_map(lambda r: jnp.full_like(r, jnp.inf), res0)
+    res0 = _inf_like(res0)
     trace0 = None
     if options.trace_every:
         trace0 = jax.tree_util.tree_map(
-            lambda r: jnp.full((n_cases, options.n_trace), jnp.nan, r.dtype), res0)
+            lambda r: jnp.full((n_cases, options.n_trace), jnp.nan, r.dtype), reported)
     zeros = jnp.zeros(n_cases, bool)
     blocks_per_trace = options.trace_every // options.check_every if options.trace_every else 0
 
@@ -211,11 +239,15 @@ def _iterate(algorithm, problem, params, waiting, options: DriverOptions
             slot = (blk + 1) // blocks_per_trace - 1
             record = ((blk + 1) % blocks_per_trace == 0)
 
-            def write(t, r):
-                column = jnp.where(running, r, jnp.nan)
-                return jnp.where(record, jax.lax.dynamic_update_index_in_dim(t, column, slot, 1), t)
+            def write(trace, reported):
+                def column(t, r):
+                    return jax.lax.dynamic_update_index_in_dim(
+                        t, jnp.where(running, r, jnp.nan), slot, 1)
 
-            trace = jax.tree_util.tree_map(write, trace, new_res)
+                return jax.tree_util.tree_map(column, trace, reported)
+
+            trace = _record(algorithm, problem, params, trace, after, new_res,
+                            running & record, write)
         return blk + 1, after, res, iterations, new_conv, new_div, trace
 
     def keep_going(carry):
@@ -225,6 +257,8 @@ def _iterate(algorithm, problem, params, waiting, options: DriverOptions
     carry = (jnp.int32(0), state0, res0, jnp.zeros(n_cases, jnp.int32), zeros, zeros, trace0)
     blk, state, res, iterations, conv, div, trace = jax.lax.while_loop(keep_going, block, carry)
     spent = blk.astype(jnp.int64) * options.check_every * n_cases
+    # A case's state is frozen since its last check: its reported residuals are those of then.
+    res = _report(algorithm, problem, params, state, res, iterations > 0)
     return DriverResult(state, res, iterations, conv, div, trace, spent)
 
 
@@ -254,8 +288,8 @@ def _continuous(algorithm, problem, params, waiting, options: DriverOptions
     case = jnp.arange(n_lanes, dtype=jnp.int32)
     case = jnp.where(case < n_queued, case, idle)
     lane_problem, lane_params, state = load(case)
-    res_lane = algorithm.residuals(lane_problem, lane_params, state, state)
-    res_lane = jax.tree_util.tree_map(lambda r: jnp.full_like(r, jnp.inf), res_lane)
+    res_lane, reported = _residual_shapes(algorithm, lane_problem, lane_params, state)
+    res_lane = _inf_like(res_lane)
     lanes_false = jnp.zeros(n_lanes, bool)
     lane = (case, lane_problem, lane_params, state, res_lane, jnp.zeros(n_lanes, jnp.int32),
             lanes_false, lanes_false)
@@ -263,12 +297,12 @@ def _continuous(algorithm, problem, params, waiting, options: DriverOptions
     def rows(v):
         return jnp.zeros((n_cases,) + v.shape[1:], v.dtype)
 
-    out = (jax.tree_util.tree_map(rows, state), jax.tree_util.tree_map(rows, res_lane),
+    out = (jax.tree_util.tree_map(rows, state), jax.tree_util.tree_map(rows, reported),
            jnp.zeros(n_cases, jnp.int32), jnp.zeros(n_cases, bool), jnp.zeros(n_cases, bool))
     trace = None
     if options.trace_every:
         trace = jax.tree_util.tree_map(
-            lambda r: jnp.full((n_cases, options.n_trace), jnp.nan, r.dtype), res_lane)
+            lambda r: jnp.full((n_cases, options.n_trace), jnp.nan, r.dtype), reported)
 
     def check(_, carry):
         """``check_every`` iterations of every running lane, then its convergence check."""
@@ -282,15 +316,21 @@ def _continuous(algorithm, problem, params, waiting, options: DriverOptions
             record = running & (iterations % options.trace_every == 0)
             slot = iterations // options.trace_every - 1
             row = jnp.where(record, case, idle)
-            trace = jax.tree_util.tree_map(
-                lambda t, r: t.at[row, slot].set(r, mode="drop"), trace, new_res)
+
+            def write(trace, reported):
+                return jax.tree_util.tree_map(lambda t, r: t.at[row, slot].set(r, mode="drop"),
+                                              trace, reported)
+
+            trace = _record(algorithm, lane_problem, lane_params, trace, after, new_res, record,
+                            write)
         return (case, lane_problem, lane_params, after, res, iterations, conv, div), trace
 
     def refill(finished, next_case, lane, out):
         """Finished lanes hand over their results and take the next cases of the queue,
         lowest lane first."""
         case, lane_problem, lane_params, state, res, iterations, conv, div = lane
-        out = _put(out, jnp.where(finished, case, idle), (state, res, iterations, conv, div))
+        reported = _report(algorithm, lane_problem, lane_params, state, res, iterations > 0)
+        out = _put(out, jnp.where(finished, case, idle), (state, reported, iterations, conv, div))
         incoming = next_case + jnp.cumsum(finished, dtype=jnp.int32) - 1
         new_case = jnp.where(finished, jnp.where(incoming < n_queued, incoming, idle), case)
         fresh = load(new_case)

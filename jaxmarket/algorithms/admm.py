@@ -39,7 +39,7 @@ import jax.numpy as jnp
 
 from jaxmarket import neighbours
 from jaxmarket.algorithms import local_stopping
-from jaxmarket.algorithms.base import Algorithm, hyperparameter, penalty, positive
+from jaxmarket.algorithms.base import Algorithm, all_finite, hyperparameter, penalty, positive
 from jaxmarket.community import Community
 from jaxmarket.errors import InputError
 from jaxmarket.local import solve_agents
@@ -225,13 +225,45 @@ class ConsensusADMM(Algorithm):
     def step(self, problem, params: ADMMParams, state: ADMMState) -> ADMMState:
         if self.local_rule:
             return self.local_step(problem, params, state)
+        return self.iteration(problem, params, state)[0]
+
+    def iteration(self, problem, params: ADMMParams, state: ADMMState):
+        """One iteration under the global rule and its residuals (T3.13), computed once for
+        residual balancing and the stopping test: ``(state, Residuals without the objective)``."""
         edges, reverse = self.local.layout(problem)
         trades, local = self.local.solve(problem, self.consensus(state.trades, reverse(state.trades)),
                                          state.prices, state.rho, state.local)
         prices = self.moved_prices(state.prices, state.rho, trades, reverse(trades), edges)
+        primal, dual = residual_norms(state.trades, trades, reverse, self.local.primal_weight)
         count = state.count + 1
-        return ADMMState(trades, prices, local,
-                         self.balanced_rho(params, state, trades, count, reverse), count)
+        rho = self.balance(params, state.rho, primal, dual, count)
+        return ADMMState(trades, prices, local, rho, count), Residuals(primal, dual, None)
+
+    def fused(self) -> bool:
+        """Whether the driver may take the step and its residuals from ``iteration``: the
+        global rule, with this class's own step and residuals (a variant that overrides
+        either goes through them)."""
+        cls = type(self)
+        return (not self.local_rule and cls.step is ConsensusADMM.step
+                and cls.residuals is ConsensusADMM.residuals)
+
+    def advance(self, problem, params: ADMMParams, state: ADMMState):
+        if not self.fused():
+            return super().advance(problem, params, state)
+        return self.iteration(problem, params, state)
+
+    def report(self, problem, params, state: ADMMState, res):
+        if res.objective is not None:
+            return res
+        return res._replace(objective=self.local.objective(problem, state))
+
+    def finite(self, state: ADMMState, res) -> jax.Array:
+        """The trades are finite where both residuals are (the dual one sums the squared
+        changes of finite trades); the prices, the local states and rho are tested."""
+        if not self.fused():
+            return super().finite(state, res)
+        return (jnp.isfinite(res.primal) & jnp.isfinite(res.dual)
+                & all_finite((state.prices, state.local, state.rho)))
 
     def local_step(self, problem: Community, params: ADMMParams, state: ADMMState) -> ADMMState:
         """One iteration under a local rule (``local_stopping``): frozen trades stay fixed in
@@ -260,11 +292,16 @@ class ConsensusADMM(Algorithm):
         if not self.rho_balance:
             return state.rho
         primal, dual = residual_norms(state.trades, trades, reverse, self.local.primal_weight)
+        return self.balance(params, state.rho, primal, dual, count)
+
+    def balance(self, params: ADMMParams, rho, primal, dual, count):
+        """``balanced_rho`` from the residuals of the iteration that led from ``rho``."""
+        if not self.rho_balance:
+            return rho
         due = count % self.rho_balance_every == 0
         factor = self.rho_balance_factor
-        rho = jnp.where(due & (primal > self.rho_balance * dual), state.rho * factor,
-                        jnp.where(due & (dual > self.rho_balance * primal), state.rho / factor,
-                                  state.rho))
+        rho = jnp.where(due & (primal > self.rho_balance * dual), rho * factor,
+                        jnp.where(due & (dual > self.rho_balance * primal), rho / factor, rho))
         limit = float(jnp.finfo(rho.dtype).eps) ** (-1 / 3)
         return jnp.clip(rho, params.rho / limit, params.rho * limit)
 

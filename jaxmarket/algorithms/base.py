@@ -10,6 +10,9 @@ package subclasses ``Algorithm`` and is driven by the one iteration driver
     res    = algorithm.residuals(problem, params, previous, state)   # (B,) arrays
     done   = algorithm.converged(params, res)                        # (B,) bool
 
+and, with defaults built on those, the driver's ``advance``, ``report`` and ``finite``
+(the end of the class).
+
 Each field is declared once with ``hyperparameter`` (default, unit, description, checker).
 The study schema's ``[solver]`` section, its defaults, the rows' label columns and the
 command line's solver options all derive from these declarations. A field is either
@@ -26,6 +29,7 @@ import dataclasses
 from functools import partial
 from typing import Any, ClassVar
 
+import jax
 import jax.numpy as jnp
 
 from jaxmarket.community import scales
@@ -156,3 +160,28 @@ class Algorithm(abc.ABC):
 
     @abc.abstractmethod
     def converged(self, params, residuals): ...
+
+    # What the driver calls at a check (``jaxmarket.driver``). The defaults are the protocol
+    # above; an algorithm may compute the step and the residuals of its stopping test
+    # together, leave out of them what the test does not read, and answer the divergence
+    # test from values it has already reduced.
+    def advance(self, problem, params, state):
+        """One step and the residuals of the convergence check: ``(state, residuals)``."""
+        new = self.step(problem, params, state)
+        return new, self.residuals(problem, params, state, new)
+
+    def report(self, problem, params, state, residuals):
+        """The residuals of ``advance`` completed to those of ``residuals`` for the traces
+        and the result (``state``: the state they were checked at)."""
+        return residuals
+
+    def finite(self, state, residuals) -> jnp.ndarray:
+        """(B,) whether every value of each case's state and check residuals is finite (else
+        the case is flagged diverged)."""
+        return all_finite(residuals) & all_finite(state)
+
+
+def all_finite(tree) -> jnp.ndarray:
+    """(B,) True where every value of the case (leading axis) is finite."""
+    leaves = jax.tree_util.tree_leaves(tree)
+    return jnp.stack([jnp.isfinite(v).reshape(v.shape[0], -1).all(1) for v in leaves]).all(0)
