@@ -122,7 +122,7 @@ def _residual_shapes(algorithm, problem, params, state):
 def _report(algorithm, problem, params, state, res, ran):
     """The reported residuals of cases that ``ran``; the others keep infinite ones."""
     full = algorithm.report(problem, params, state, res)
-    return jax.tree_util.tree_map(lambda r: jnp.where(ran, r, jnp.inf), full)
+    return jax.tree_util.tree_map(lambda r: jnp.where(ran, r, jnp.full_like(r, jnp.inf)), full)
 
 
 @partial(jax.jit, static_argnames=("algorithm", "options"))
