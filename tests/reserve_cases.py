@@ -152,3 +152,15 @@ def clarabel_local(market: ReserveMarket, rho: float, prices, targets, agent: in
     for k, x in enumerate((t, u, d)):
         trades[k, nb] = x.value
     return dict(objective=float(problem.value), p=float(p.value), trades=trades)
+
+
+# A case file's market: three agents, a producer, a Gaussian renewable (its forecast
+# 30 +- 10 MW) and a consumer.
+TINY_CASE = {
+    "name": "tiny", "reserve": {"delta": 0.95, "allocation": "abs_sigma"},
+    "agents": [
+        {"id": 1, "a": 0.1, "b": 20, "p_min": 0, "p_max": 100, "r_up_max": 30, "r_down_max": 30},
+        {"id": 2, "a": 0.0, "b": 0, "p_min": 0, "p_max": 80, "uncertain": True, "r_down_max": 80,
+         "reserve_a_down": 0, "forecast": {"mean": 30, "sd": 10}},
+        {"id": 3, "a": 0.2, "b": 70, "p_min": -120, "p_max": 0, "r_up_max": 20, "r_down_max": 20},
+    ]}

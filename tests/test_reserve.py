@@ -1,6 +1,7 @@
 """The energy + reserve market: its local QP and its ADMM against Clarabel, and
 ``jaxmarket solve`` on a case file with reserve data."""
 
+import copy
 import dataclasses
 
 import jax.numpy as jnp
@@ -13,7 +14,7 @@ from jaxmarket.algorithms.admm import ADMMParams, ConsensusADMM
 from jaxmarket.community import concatenate
 from jaxmarket.driver import DriverOptions, iterate
 from jaxmarket.smallqp import solve_qp
-from tests.reserve_cases import clarabel_local, feasible_market, random_market
+from tests.reserve_cases import TINY_CASE, clarabel_local, feasible_market, random_market
 
 # Consensus ADMM with the energy + reserve market's local update.
 RESERVE_ADMM = dataclasses.replace(ConsensusADMM(), local=reserve.ReserveUpdate()).static()
@@ -148,16 +149,9 @@ def test_small_qp_matches_clarabel():
         np.testing.assert_allclose(np.asarray(got.z[0]) @ A.T, rhs, atol=1e-9)
 
 
-# Three agents: a producer, a Gaussian renewable (its forecast 30 +- 10 MW) and a consumer.
-RESERVE_CASE = {
-    "name": "tiny", "reserve": {"delta": 0.95, "allocation": "abs_sigma"},
-    "agents": [
-        {"id": 1, "a": 0.1, "b": 20, "p_min": 0, "p_max": 100, "r_up_max": 30, "r_down_max": 30},
-        {"id": 2, "a": 0.0, "b": 0, "p_min": 0, "p_max": 80, "uncertain": True, "r_down_max": 80,
-         "reserve_a_down": 0, "forecast": {"mean": 30, "sd": 10}},
-        {"id": 3, "a": 0.2, "b": 70, "p_min": -120, "p_max": 0, "r_up_max": 20,
-         "r_down_max": 20, "reserve_b_up": 2.0},
-    ]}
+# The tiny case file, its consumer with a price for upward reserve.
+RESERVE_CASE = copy.deepcopy(TINY_CASE)
+RESERVE_CASE["agents"][2]["reserve_b_up"] = 2.0
 
 
 def test_solve_clears_a_case_files_energy_and_reserve_market(tmp_path):

@@ -15,6 +15,7 @@ from jaxmarket.markets.reserve import ReserveStudyParams, build_market
 from jaxmarket.renewables import RenewableParams
 from jaxmarket.study import plan as planner, run as runner
 from jaxmarket.uncertainty import Forecast
+from tests.reserve_cases import TINY_CASE
 
 
 def _forecast(rng, beta, shape=(3, 6)):
@@ -131,16 +132,6 @@ def test_coverage_counts_samples_inside_the_band():
     n = uncertainty.COVERAGE_SAMPLES
     assert abs(float(cover.local[0, 0]) - expected) <= _monte_carlo_error(expected, n)
     assert float(cover.global_[0]) == float(cover.local[0, 0])
-
-
-TINY_CASE = {
-    "name": "tiny", "reserve": {"delta": 0.95, "allocation": "abs_sigma"},
-    "agents": [
-        {"id": 1, "a": 0.1, "b": 20, "p_min": 0, "p_max": 100, "r_up_max": 30, "r_down_max": 30},
-        {"id": 2, "a": 0.0, "b": 0, "p_min": 0, "p_max": 80, "uncertain": True, "r_down_max": 80,
-         "reserve_a_down": 0, "forecast": {"mean": 30, "sd": 10}},
-        {"id": 3, "a": 0.2, "b": 70, "p_min": -120, "p_max": 0, "r_up_max": 20, "r_down_max": 20},
-    ]}
 
 
 def test_case_file_reserve_market():

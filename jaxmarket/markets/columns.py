@@ -274,8 +274,6 @@ COLUMNS: tuple[Column, ...] = (
             "counted in messages, with its residual broadcasts)"),
     _column("eta_i", "float", "EUR/MWh", "endogenous_trades",
             "endogenous charge eta_i of agent i"),
-    # --- when the agents stopped (algorithms.local_stopping; rows of a study giving
-    # solver.stopping, and every row under a local rule)
     # --- asynchronous negotiation (jaxmarket.asynchrony; rows of an [asynchrony] study)
     _column("synchronous_time_s", "float", "s", "asynchrony",
             "simulated time to an optimality gap of 1e-4 (from then on) of the synchronous run "
@@ -295,6 +293,8 @@ COLUMNS: tuple[Column, ...] = (
             "optimality gap at the end of the asynchronous run (NaN: no synchronous time)"),
     _column("message_overflows", "int", "count", "asynchrony",
             "messages refused by a full link buffer (10 slots per link)"),
+    # --- when the agents stopped (algorithms.local_stopping; rows of a study giving
+    # solver.stopping, and every row under a local rule)
     _column("last_agent_stop", "float", "count", "stopping",
             "iteration at which the last agent stopped negotiating: its local rule froze its "
             "last trade (local rules), the case converged (global rule: iterations); NaN when "
