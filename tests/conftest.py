@@ -22,6 +22,12 @@ from jaxmarket.cases import locate  # noqa: E402
 # The tests build float64 arrays: 64-bit mode before any of them runs (importing jaxmarket
 # changes no JAX setting).
 jax.config.update("jax_enable_x64", True)
+# One CPU device per worker, fixed before any computation: otherwise an in-process sweep
+# that happens to run first splits the CPU (`use_cpu_devices`), and every program of that
+# worker compiles for another device assignment (new cache keys). Several devices are
+# tested in their own processes.
+jax.config.update("jax_num_cpu_devices", 1)
+jax.devices()
 
 DATA = locate("new_england").parent  # the packaged cases
 
