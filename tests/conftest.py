@@ -10,6 +10,9 @@ if os.environ.get("JAXMARKET_TEST_CACHE"):
     os.environ["JAX_COMPILATION_CACHE_DIR"] = os.environ["JAXMARKET_TEST_CACHE"]
     os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
     os.environ["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "0"
+    # By default JAX also points XLA's GPU autotuning cache into the cache folder, and that
+    # path enters every program's key: a cache moved or copied elsewhere would never hit.
+    os.environ["JAX_PERSISTENT_CACHE_ENABLE_XLA_CACHES"] = "none"
 else:
     os.environ["JAX_ENABLE_COMPILATION_CACHE"] = "false"
 
