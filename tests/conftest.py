@@ -4,10 +4,14 @@ import gc
 import os
 
 # Tests (and the commands they start) never touch the user's persistent compilation cache.
-# The suite is bound by XLA compilation; JAXMARKET_TEST_CACHE names a compilation cache of
-# its own, shared by the workers of a run and kept for the next run (`.ci/run` sets it).
-if os.environ.get("JAXMARKET_TEST_CACHE"):
-    os.environ["JAX_COMPILATION_CACHE_DIR"] = os.environ["JAXMARKET_TEST_CACHE"]
+# The suite is bound by XLA compilation, so it keeps a compilation cache of its own, shared
+# by the workers of a run and kept for the next run: JAXMARKET_TEST_CACHE names its folder
+# (default ~/.cache/jaxmarket/test-xla); set empty, the tests use no cache.
+_cache_home = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+_test_cache = os.environ.get("JAXMARKET_TEST_CACHE",
+                             os.path.join(_cache_home, "jaxmarket", "test-xla"))
+if _test_cache:
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = _test_cache
     os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
     os.environ["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "0"
     # By default JAX also points XLA's GPU autotuning cache into the cache folder, and that
