@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from jaxmarket.local import solve_agents
+from jaxmarket.local import _LocalProblem, _NewtonState, _newton_step, solve_agents
 
 M_MAX = 12
 solve = jax.jit(solve_agents, static_argnames="max_newton")
@@ -42,8 +42,12 @@ def _clarabel(target, lo, hi, a, b, p_min, p_max, rho):
     t = cp.Variable(len(target))
     p = cp.sum(t)
     objective = 0.5 * a * cp.square(p) + b * p + rho / 2 * cp.sum_squares(t - target)
-    problem = cp.Problem(cp.Minimize(objective), [t >= lo, t <= hi, p >= p_min, p <= p_max])
+    # A fixed injection as an equality: as two opposite inequalities the interior-point
+    # solver can run out of iterations short of the optimum (seed 71347, m = 7).
+    injection = [p == p_min] if p_min == p_max else [p >= p_min, p <= p_max]
+    problem = cp.Problem(cp.Minimize(objective), [t >= lo, t <= hi] + injection)
     problem.solve(solver=cp.CLARABEL, tol_gap_abs=1e-12, tol_gap_rel=1e-12, tol_feas=1e-12)
+    assert problem.status == cp.OPTIMAL, problem.status
     return t.value, problem.value
 
 
@@ -95,3 +99,48 @@ def test_batched_agents_are_independent():
     for i, prob in enumerate(problems):
         alone = solve(*(jnp.asarray(v) for v in prob))
         np.testing.assert_allclose(together.trades[i], alone.trades, rtol=0, atol=1e-12)
+
+
+def _random_batch(rng, shape):
+    """Agents of random size and role with warm starts far from their roots, so that many
+    need more than the first Newton step (stragglers, several groups of them)."""
+    target = rng.normal(0, 60, shape)
+    cap = rng.uniform(1, 100, shape)
+    lo, hi = -cap * (rng.random(shape) < 0.7), cap * (rng.random(shape) < 0.7)
+    agents = shape[:-1]
+    a = rng.uniform(0, 1, agents) * (rng.random(agents) < 0.8)
+    b = rng.normal(0, 50, agents)
+    p_min, p_max = np.sort(rng.normal(0, 150, (2,) + agents), 0)
+    p_min, p_max = np.minimum(p_min, hi.sum(-1) - 1), np.maximum(p_max, lo.sum(-1) + 1)
+    rho = rng.uniform(0.1, 10, agents)
+    return [target, lo, hi, a, b, p_min, p_max, rho, rng.normal(0, 80, agents)]
+
+
+def _stragglers(target, lo, hi, a, b, p_min, p_max, rho, guess):
+    """Agents the first Newton step leaves unresolved."""
+    problem = _LocalProblem.build(*map(jnp.asarray, (target, lo, hi, a, b, p_min, p_max, rho)))
+    inf = jnp.full(guess.shape, jnp.inf)
+    start = _NewtonState(jnp.asarray(guess), -inf, inf, jnp.zeros(guess.shape, bool), 0)
+    return int((~_newton_step(problem, start).done).sum())
+
+
+def test_an_agent_decision_does_not_depend_on_its_batch():
+    """Bit for bit, whichever agents share the batch (and so its groups of stragglers) and
+    whatever the batch's shape; and exact: the same roots as the sorted search."""
+    rng = np.random.default_rng(7)
+    first = _random_batch(rng, (40, 25, 25))
+    second = _random_batch(rng, (9, 25, 25))
+    # The last 8 cases of ``first`` again, in another order, next to other agents.
+    order = rng.permutation(8)
+    mixed = [np.concatenate([s, f[32:][order]]) for f, s in zip(first, second)]
+    together = solve(*map(jnp.asarray, first))
+    again = solve(*map(jnp.asarray, mixed))
+    # Several groups of stragglers (164 agents each at M = 25) in each batch.
+    for batch in (first, mixed):
+        assert _stragglers(*batch) > 2 * 164
+    for field in ("trades", "power", "perceived_price"):
+        ours = np.asarray(getattr(together, field))[32:][order]
+        np.testing.assert_array_equal(np.asarray(getattr(again, field))[9:], ours)
+    sorted_search = solve(*map(jnp.asarray, first), max_newton=0)
+    np.testing.assert_allclose(together.perceived_price, sorted_search.perceived_price,
+                               rtol=1e-12, atol=1e-9)
