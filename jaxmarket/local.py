@@ -20,17 +20,14 @@ The root is found exactly, without an inner tolerance:
    exact answer. Otherwise the whole piece is excluded from a bracket and the next point
    is the Newton point if it stays inside the bracket, else the bracket midpoint (or the
    piece's end while the bracket is open). Every miss excludes a piece, so the method
-   terminates; ADMM's warm starts make one step the rule. All agents take the first step
-   together; the few still unresolved ("stragglers", typically a few per cent) take the
-   next ones in small groups gathered from the whole batch (``solve_agents``).
-2. Agents still unresolved after ``max_newton`` steps (rare) fall back to a sort of all
-   breakpoints, a binary search for the segment holding the root and the same
-   closed-form solve on that segment.
+   terminates; ADMM's warm starts make one or two steps the rule.
+2. Cases still unresolved after ``max_newton`` steps (rare; counted by the caller through
+   ``exact``) fall back to a sort of all breakpoints, a binary search for the segment
+   holding the root and the same closed-form solve on that segment.
 """
 
 from __future__ import annotations
 
-from functools import partial
 from typing import NamedTuple
 
 import jax
@@ -119,38 +116,37 @@ class _NewtonState(NamedTuple):
     steps: jax.Array
 
 
-def _newton_step(problem: _LocalProblem, s: _NewtonState) -> _NewtonState:
-    sum_trades = problem.trades(s.mu).sum(-1)
-    excess_right = sum_trades - problem.injection(s.mu, right=True)
-    excess_left = sum_trades - problem.injection(s.mu, right=False)
-    at_root = (excess_right <= 0) & (excess_left >= 0)
-    right = excess_right > 0
-    candidate = problem.piece_root(s.mu, right)
-    kink = problem.next_kink(s.mu, right)
-    inside = jnp.where(right, candidate <= kink, candidate >= kink)
-    # The root is not left of a point with h > 0, and a missed piece holds no root.
-    low = jnp.where(right, jnp.maximum(s.low, jnp.where(inside, s.mu, kink)), s.low)
-    high = jnp.where(right, s.high, jnp.minimum(s.high, jnp.where(inside, s.mu, kink)))
-    bracketed = jnp.isfinite(low) & jnp.isfinite(high)
-    newton_ok = (candidate > low) & (candidate < high)
-    fallback = jnp.where(bracketed, 0.5 * (low + high), jnp.where(right, low, high))
-    # No kink ahead and no slope: h keeps its sign for ever (only if infeasible).
-    stuck = ~inside & ~jnp.isfinite(kink)
-    done = s.done | at_root | inside | stuck
-    mu = jnp.where(at_root | stuck, s.mu, jnp.where(inside | newton_ok, candidate, fallback))
-    mu = jnp.where(s.done, s.mu, mu)
-    return _NewtonState(mu, low, high, done, s.steps + 1)
+def _newton(problem: _LocalProblem, guess, max_steps: int):
+    def step(s: _NewtonState) -> _NewtonState:
+        sum_trades = problem.trades(s.mu).sum(-1)
+        excess_right = sum_trades - problem.injection(s.mu, right=True)
+        excess_left = sum_trades - problem.injection(s.mu, right=False)
+        at_root = (excess_right <= 0) & (excess_left >= 0)
+        right = excess_right > 0
+        candidate = problem.piece_root(s.mu, right)
+        kink = problem.next_kink(s.mu, right)
+        inside = jnp.where(right, candidate <= kink, candidate >= kink)
+        # The root is not left of a point with h > 0, and a missed piece holds no root.
+        low = jnp.where(right, jnp.maximum(s.low, jnp.where(inside, s.mu, kink)), s.low)
+        high = jnp.where(right, s.high, jnp.minimum(s.high, jnp.where(inside, s.mu, kink)))
+        bracketed = jnp.isfinite(low) & jnp.isfinite(high)
+        newton_ok = (candidate > low) & (candidate < high)
+        fallback = jnp.where(bracketed, 0.5 * (low + high), jnp.where(right, low, high))
+        # No kink ahead and no slope: h keeps its sign for ever (only if infeasible).
+        stuck = ~inside & ~jnp.isfinite(kink)
+        done = s.done | at_root | inside | stuck
+        mu = jnp.where(at_root | stuck, s.mu,
+                       jnp.where(inside | newton_ok, candidate, fallback))
+        mu = jnp.where(s.done, s.mu, mu)
+        return _NewtonState(mu, low, high, done, s.steps + 1)
 
-
-def _finish(problem: _LocalProblem, start: _NewtonState, max_steps: int) -> jax.Array:
-    """The roots of agents from ``start``: Newton steps until every agent is done or
-    ``max_steps`` steps were taken, then the sorted search for those still unresolved."""
     def keep_going(s: _NewtonState):
         return (s.steps < max_steps) & ~jnp.all(s.done)
 
-    final = jax.lax.while_loop(keep_going, partial(_newton_step, problem), start)
-    return jax.lax.cond(jnp.all(final.done), lambda: final.mu,
-                        lambda: jnp.where(final.done, final.mu, _sorted_search(problem)))
+    inf = jnp.full_like(guess, jnp.inf)
+    start = _NewtonState(guess, -inf, inf, jnp.zeros(guess.shape, bool), jnp.int32(0))
+    final = jax.lax.while_loop(keep_going, step, start)
+    return final.mu, final.done
 
 
 def _sorted_search(problem: _LocalProblem):
@@ -184,56 +180,18 @@ def _sorted_search(problem: _LocalProblem):
     return jnp.where(k == 0, upper, mu)
 
 
-# Trade slots of a group of stragglers. XLA's CPU backend sums the rows of an array of at
-# least 4 096 values in one order, whatever its shape (of smaller ones, in another): groups
-# that large give every straggler the bits it has in the full batch.
-GROUP_TRADES = 4096
-
-
 def solve_agents(target, lo, hi, a, b, p_min, p_max, rho, guess, max_newton: int = 16):
     """Exact local decisions of all agents at once.
 
     ``target, lo, hi`` have shape (..., M) (the trades of each agent along the last axis; a
     non-edge has ``lo = hi = 0``); the agent data, ``rho`` and the warm start ``guess``
     of the perceived price broadcast against (...).
-
-    Every agent takes the first Newton step together; warm-started, almost all are then
-    done. The others ("stragglers") finish in groups of ``GROUP_TRADES / M`` agents
-    gathered from the whole batch, so later steps cost a group, not the batch. A row's
-    arithmetic does not depend on the other rows of its array: an agent's decision is
-    the same, bit for bit, whichever agents share its batch or its group.
     """
     shape = target.shape[:-1]
-    agent_data = tuple(jnp.broadcast_to(v, shape).astype(target.dtype)
-                       for v in (a, b, p_min, p_max, rho))
-    # Materialised before the first step, as for the later ones: computed inside the step's
-    # fusions, the inputs could round differently (and change the last bits of some rows).
-    problem = jax.lax.optimization_barrier(_LocalProblem.build(target, lo, hi, *agent_data))
-    guess = jnp.broadcast_to(guess, shape).astype(target.dtype)
-    inf = jnp.full_like(guess, jnp.inf)
-    state = _NewtonState(guess, -inf, inf, jnp.zeros(shape, bool), jnp.int32(0))
-    if max_newton > 0:
-        state = _newton_step(problem, state)
-
-    # Agents on one axis: the raw data of the stragglers is gathered, their problem rebuilt.
-    rows = (target, lo, hi) + agent_data
-    rows = tuple(v.reshape((-1,) + v.shape[len(shape):]) for v in rows)
-    flat = _NewtonState(*(v.reshape(-1) for v in state[:4]), state.steps)
-    n_agents = flat.mu.shape[0]
-    stragglers = -(-GROUP_TRADES // target.shape[-1])
-
-    def group(carry):
-        mu, pending = carry
-        index = jnp.nonzero(pending, size=stragglers, fill_value=n_agents)[0]
-        take = jnp.minimum(index, n_agents - 1)
-        sub = _LocalProblem.build(*(v[take] for v in rows))
-        # Padding (index = n_agents) starts done and is dropped by the scatter.
-        start = _NewtonState(flat.mu[take], flat.low[take], flat.high[take],
-                             flat.done[take] | (index == n_agents), flat.steps)
-        roots = _finish(sub, start, max_newton)
-        return mu.at[index].set(roots, mode="drop"), pending.at[index].set(False, mode="drop")
-
-    mu, _ = jax.lax.while_loop(lambda carry: carry[1].any(), group, (flat.mu, ~flat.done))
-    mu = mu.reshape(shape)
+    problem = _LocalProblem.build(target, lo, hi, *(jnp.broadcast_to(v, shape).astype(target.dtype)
+                                                    for v in (a, b, p_min, p_max, rho)))
+    mu, done = _newton(problem, jnp.broadcast_to(guess, shape).astype(target.dtype), max_newton)
+    mu = jax.lax.cond(jnp.all(done), lambda: mu,
+                      lambda: jnp.where(done, mu, _sorted_search(problem)))
     trades = problem.trades(mu)
     return AgentDecision(trades, trades.sum(-1), mu)
