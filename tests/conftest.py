@@ -1,5 +1,6 @@
 """Shared fixtures. Test data are the package's own cases (``jaxmarket.cases``)."""
 
+import ctypes
 import gc
 import os
 
@@ -51,8 +52,26 @@ def _release_compiled_programs():
     whole suite's programs kept thousands of executables (and their memory maps) alive and
     crashed inside XLA late in the run."""
     yield
+    _release_memory()
+
+
+@pytest.fixture
+def released_memory():
+    """For a test that starts several JAX processes at once: the worker releases its
+    programs and free heap first (the two processes of a distributed run and the worker
+    that waits for them were the suite's peak of memory)."""
+    _release_memory()
+
+
+def _release_memory():
+    """Drop the compiled programs and hand the freed heap back to the system (glibc keeps
+    it otherwise): a worker's resident memory then stays that of its current module."""
     jax.clear_caches()
     gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
 
 
 @pytest.fixture(scope="session")

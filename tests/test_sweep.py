@@ -249,7 +249,7 @@ def test_unknown_driver_writes_nothing(tmp_path):
     assert not study.out.exists()
 
 
-def test_processes_of_a_distributed_run_write_one_dataset(tmp_path, baseline):
+def test_processes_of_a_distributed_run_write_one_dataset(tmp_path, baseline, released_memory):
     """Two processes of one run (``jax.distributed``, here on one host) take every other
     chunk and write their own manifest; together they write the rows of the run in one
     process, and a resume in one process then finds nothing left to do."""
