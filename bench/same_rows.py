@@ -74,7 +74,7 @@ def main(paths: list[str]) -> int:
     for before, after in zip(paths[::2], paths[1::2]):
         found = differences(Path(before), Path(after), tolerance)
         rows = len(_read(Path(before), "cases"))
-        verdict = ('identical' if not tolerance else f'within {tolerance:g}') if not found else 'DIFFERENT'
+        verdict = "DIFFERENT" if found else f"within {tolerance:g}" if tolerance else "identical"
         print(f"{after}: {verdict} ({rows} rows)")
         for line in found:
             print("   ", line)

@@ -111,7 +111,9 @@ def feasible_market(rng: np.random.Generator, n: int, **options):
 def clarabel_local(market: ReserveMarket, rho: float, prices, targets, agent: int,
                    index: int = 0) -> dict:
     """Agent ``agent``'s local problem (T5.7): its three trade rows against the prices
-    and proximal centres (both (3, N, N)), stated from the market fields."""
+    and proximal centres (both (3, N, N)), stated from the market fields; None if it is
+    infeasible (an uncertain agent whose partners have too little reserve cannot cover
+    its forecast)."""
     f = _one(market, index)
     n = agent
     prices, targets = np.asarray(prices), np.asarray(targets)
@@ -147,6 +149,8 @@ def clarabel_local(market: ReserveMarket, rho: float, prices, targets, agent: in
             continue
         if problem.status == cp.OPTIMAL:
             break
+    if problem.status == cp.INFEASIBLE:
+        return None
     assert problem.status == cp.OPTIMAL, problem.status
     trades = np.zeros((3, f["a"].size))
     for k, x in enumerate((t, u, d)):
