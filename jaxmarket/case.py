@@ -287,9 +287,11 @@ _COST_STREAM = 0x636F7374  # "cost": the perturbation's own sub-stream of (seed,
 
 def perturbed_costs(case: Community, seed: int, case_indices, relative: float) -> Community:
     """One copy of the single-case community ``case`` per case index, costs perturbed."""
-    indices = jnp.asarray(case_indices)
-    root = jax.random.PRNGKey(seed)
+    return _perturbed_costs(case, np.asarray(case_indices), jax.random.PRNGKey(seed), relative)
 
+
+@jax.jit  # one program per batch shape (eagerly, one per operation)
+def _perturbed_costs(case: Community, indices, root, relative) -> Community:
     def factors(index):
         key = jax.random.fold_in(jax.random.fold_in(root, index), _COST_STREAM)
         draw = jax.random.uniform(key, (2, case.n_max), jnp.float64, -1.0, 1.0)

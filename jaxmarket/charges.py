@@ -27,6 +27,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -98,7 +99,12 @@ def charge_matrix(community: Community, weight, fee):
 
 def apply_policy(community: Community, grid: Grid, policy: str, fee) -> Community:
     """The community with the policy's network charge added to its own trade charges."""
-    network = charge_matrix(community, grid.weight[policy], fee)
+    return _add_charges(community, grid.weight[policy], fee)
+
+
+@jax.jit  # one program per batch shape (eagerly, one per operation)
+def _add_charges(community: Community, weight, fee) -> Community:
+    network = charge_matrix(community, weight, fee)
     return community._replace(charge=(community.charge + network).astype(community.dtype))
 
 

@@ -73,7 +73,8 @@ def role_trade_bounds(p_min, p_max, edges):
 def _array_module(*arrays):
     """NumPy for concrete inputs, jax.numpy under tracing: a batch assembled eagerly with
     jax.numpy compiles one small program per operation and per new shape (tens of seconds
-    for a few dozen cases of mixed sizes); NumPy compiles nothing."""
+    for a few dozen cases of mixed sizes); NumPy compiles nothing, and neither does
+    ``jax.device_put`` (``jnp.asarray`` of a NumPy array compiles a copy per shape)."""
     return jnp if any(isinstance(v, jax.core.Tracer) for v in arrays) else np
 
 
@@ -104,7 +105,7 @@ def make_community(a, b, p_min, p_max, edges, charge=None, x=None, y=None, activ
         trade_min=xp.asarray(trade_min, dtype),
         trade_max=xp.asarray(trade_max, dtype),
     )
-    return jax.tree_util.tree_map(jnp.asarray, community)
+    return jax.tree_util.tree_map(jax.device_put, community)
 
 
 # How far past the price spread over a_n an agent's power may reach before its bound
@@ -131,6 +132,7 @@ def reach(c: Community):
     return jnp.max(jnp.where(curved, jnp.minimum(bound, move), bound), axis=-1)
 
 
+@jax.jit
 def scales(c: Community):
     """Power (MW) and price (EUR/MWh) scales of every case: what the stopping tolerances
     and the optimality gap measure "small" against (docs/stopping.md, "Scale").
@@ -175,24 +177,51 @@ def pad_agents(community: Community, n_max: int) -> Community:
 
     def pad(v):
         widths = [(0, 0)] + [(0, extra)] * (v.ndim - 1)
-        return jnp.asarray(xp.pad(xp.asarray(v), widths))
+        return jax.device_put(xp.pad(xp.asarray(v), widths))
 
     return jax.tree_util.tree_map(pad, community)
 
 
 def concatenate(communities: Sequence[Community]) -> Community:
     """One batch from several, padding every case to the largest community."""
+    if len(communities) == 1:
+        return communities[0]
     n_max = max(c.n_max for c in communities)
     padded = [pad_agents(c, n_max) for c in communities]
     xp = _array_module(*(v for c in padded for v in c))
-    return jax.tree_util.tree_map(lambda *v: jnp.asarray(xp.concatenate(
+    return jax.tree_util.tree_map(lambda *v: jax.device_put(xp.concatenate(
         [xp.asarray(w) for w in v], axis=0)), *padded)
 
 
 def take(community: Community, index) -> Community:
     """Select cases along the batch axis (an int keeps the axis with length 1)."""
-    index = jnp.atleast_1d(jnp.asarray(index))
-    return jax.tree_util.tree_map(lambda v: v[index], community)
+    return cases_of(community, np.atleast_1d(index))
+
+
+def cases_of(batch, index):
+    """Cases ``index`` (1-D integers) of a pytree of batch-first arrays: NumPy arrays are
+    indexed on the host, jax arrays in one compiled program per placement (indexing them
+    one by one compiles a program per field, shape and slice); scalars are shared.
+
+    Arrays placed alike are gathered together and keep their placement: an array gathered
+    with others placed on several devices would be placed there too, and programs compiled
+    for several devices round differently from the single-device ones."""
+    index = np.asarray(index)
+    leaves, tree = jax.tree_util.tree_flatten(batch)
+    placements: dict = {}
+    for k, v in enumerate(leaves):
+        if isinstance(v, jax.Array) and v.ndim:
+            placements.setdefault((v.sharding, v.committed), []).append(k)
+    leaves = [v[index] if isinstance(v, np.ndarray) and v.ndim else v for v in leaves]
+    for ks in placements.values():
+        for k, v in zip(ks, _gather([leaves[k] for k in ks], index)):
+            leaves[k] = v
+    return jax.tree_util.tree_unflatten(tree, leaves)
+
+
+@jax.jit
+def _gather(arrays, index):
+    return [v[index] for v in arrays]
 
 
 def producers(community: Community):
@@ -203,14 +232,15 @@ def consumers(community: Community):
     return community.active & (community.p_max <= 0) & (community.p_min < 0)
 
 
-def full_graph(active) -> jax.Array:
-    """Every active agent may trade with every other one."""
-    active = jnp.asarray(active, bool)
+def full_graph(active):
+    """Every active agent may trade with every other one (NumPy for concrete NumPy input)."""
+    xp = jnp if isinstance(active, jax.Array) else np
+    active = xp.asarray(active, bool)
     n = active.shape[-1]
-    return active[..., :, None] & active[..., None, :] & ~jnp.eye(n, dtype=bool)
+    return active[..., :, None] & active[..., None, :] & ~xp.eye(n, dtype=bool)
 
 
-def bipartite_graph(p_min, p_max, active) -> jax.Array:
+def bipartite_graph(p_min, p_max, active):
     """Producers trade with consumers only; prosumers trade with everyone."""
     sells = p_max > 0
     buys = p_min < 0

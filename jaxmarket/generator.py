@@ -28,8 +28,9 @@ Positions and charges
     role the cheaper one sells.
 
 Cost
-    One compilation per (batch size, N, layout, charge family, dtype), about 2 s on a CPU; seeds,
-    parameter values and sparsity levels, 0 included, reuse it. At 1000 cases x 300 agents
+    One compilation per (N, layout, charge family, dtype), about 2 s on a CPU; batch sizes
+    (cases are drawn in blocks of ``GENERATE_CASES``), seeds, parameter values and
+    sparsity levels, 0 included, reuse it. At 1000 cases x 300 agents
     the time goes to writing the three (B, N, N) float fields and, when ``sparsity > 0``,
     to one sort of the N(N-1)/2 edge scores per case.
 """
@@ -151,9 +152,9 @@ def generate(seed: int, case_indices: Sequence[int], n_agents: int,
     """Random communities, one per entry of ``case_indices`` (see the module docstring).
 
     ``n_agents`` counts the producers, consumers and prosumers; the hub layouts append
-    their hub or managers after them (``layouts.n_slots``). Compiled once per (batch size,
-    ``n_agents``, ``layout``, ``params.charge``, ``dtype``, ``n_communities`` where it is
-    used); other parameter values reuse the compiled function.
+    their hub or managers after them (``layouts.n_slots``). Compiled once per (``n_agents``,
+    ``layout``, ``params.charge``, ``dtype``, ``n_communities`` where it is used); batch
+    sizes and other parameter values reuse the compiled function.
     """
     params.validate()
     key, indices = _case_keys(seed, case_indices)
@@ -181,9 +182,20 @@ def generate(seed: int, case_indices: Sequence[int], n_agents: int,
     # communities only where the charges need them.
     members = {"centralized": 1, "community": int(n_communities)}.get(
         layout, int(n_communities) if charges_between_communities_only else 0)
-    return _generate(key, indices, traced, n_prosumers, jnp.float64(sparsity),
-                     n_agents=n_agents, layout=layout, n_communities=members,
-                     between_only=bool(charges_between_communities_only), dtype=jnp.dtype(dtype))
+    draw = partial(_generate, key, params=traced, n_prosumers=n_prosumers,
+                   sparsity=jnp.float64(sparsity), n_agents=n_agents, layout=layout,
+                   n_communities=members, between_only=bool(charges_between_communities_only),
+                   dtype=jnp.dtype(dtype))
+    # Blocks of one shape, the last one padded with copies of its last index: one
+    # compiled program serves every batch size. Assembled on the host (no program per
+    # number of blocks; jax.numpy only when traced, as by the study's checks) and placed
+    # on the device once.
+    padded = np.pad(indices, (0, -len(indices) % GENERATE_CASES), "edge")
+    blocks = [draw(padded[first:first + GENERATE_CASES])
+              for first in range(0, len(indices), GENERATE_CASES)]
+    xp = jnp if isinstance(blocks[0].a, jax.core.Tracer) else np
+    return jax.tree_util.tree_map(
+        lambda *v: jax.device_put(xp.concatenate(v)[:len(indices)]), *blocks)
 
 def _case_keys(seed, case_indices):
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**63:
@@ -193,7 +205,7 @@ def _case_keys(seed, case_indices):
             or indices.min() < 0 or indices.max() >= 2**32):
         raise InputError("community.case_indices",
                          "must be a non-empty 1-D sequence of integers in [0, 2**32)")
-    return jax.random.PRNGKey(int(seed)), jnp.asarray(indices, jnp.uint32)
+    return jax.random.PRNGKey(int(seed)), indices.astype(np.uint32)
 
 def _check_n_agents(n_agents, params):
     if isinstance(n_agents, bool) or not isinstance(n_agents, (int, np.integer)) or n_agents < 2:
@@ -205,8 +217,12 @@ def _check_n_agents(n_agents, params):
                          f"is below 1 for n_agents={n_agents}: the shares cannot sum to 1")
     return int(n_agents)
 
+# Cases drawn per call of the compiled generator (``generate`` pads the last block).
+GENERATE_CASES = 32
+
+
 @partial(jax.jit, static_argnames=("n_agents", "layout", "n_communities", "between_only", "dtype"))
-def _generate(key, indices, params, n_prosumers, sparsity, *, n_agents, layout, n_communities,
+def _generate(key, indices, *, params, n_prosumers, sparsity, n_agents, layout, n_communities,
               between_only, dtype):
     hub = layout in HUB_LAYOUTS
 

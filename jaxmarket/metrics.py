@@ -140,6 +140,7 @@ def unsupplied_consumers(community: Community):
 GAP_FLOOR_SHARE = 1e-3
 
 
+@jax.jit
 def gap_floor(community: Community):
     """(B,) the floor of the optimality gap's denominator: 1 EUR/h (SPEC section 5), or
     ``GAP_FLOOR_SHARE`` of the case's cost scale (its power scale times its price scale,

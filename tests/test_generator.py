@@ -55,15 +55,17 @@ def roles(p_min, p_max):
 
 def test_case_depends_only_on_seed_and_index():
     # 300 agents: at this size XLA's CPU backend picks other reduction kernels for other
-    # batch shapes, which a case must not feel.
+    # batch shapes, which a case must not feel; the batch spans two of the generator's blocks.
+    from jaxmarket.generator import GENERATE_CASES
+
     args = (300, RICH, "bipartite", 0.3)
-    batch = as_numpy(generate(3, CASES, *args))
+    batch = as_numpy(generate(3, range(GENERATE_CASES + 8), *args))
     alone = as_numpy(generate(3, [7], *args))
-    pair = as_numpy(generate(3, [3, 7], *args))
+    pair = as_numpy(generate(3, [GENERATE_CASES + 3, 7], *args))
     for field, values in batch.items():
         assert np.array_equal(values[7], alone[field][0]), field
         assert np.array_equal(values[7], pair[field][1]), field
-        assert np.array_equal(values[3], pair[field][0]), field
+        assert np.array_equal(values[GENERATE_CASES + 3], pair[field][0]), field
 
 
 @pytest.mark.parametrize("layout", ["centralized", "community", "full"])
@@ -150,12 +152,13 @@ def test_agents_do_not_depend_on_layout_or_sparsity():
             assert np.array_equal(full[field], other[field]), (layout, sparsity, field)
 
 
-def test_parameter_values_reuse_the_compiled_function():
-    from jaxmarket.generator import _generate
+def test_parameter_values_and_batch_sizes_reuse_the_compiled_function():
+    from jaxmarket.generator import GENERATE_CASES, _generate
 
     generate(1, CASES, N, GeneratorParams(), "full", 0.2)
     compiled = _generate._cache_size()
     generate(2, CASES, N, RICH, "full", 0.6)
+    generate(2, range(2 * GENERATE_CASES + 1), N, RICH, "full", 0.6)
     assert _generate._cache_size() == compiled
 
 

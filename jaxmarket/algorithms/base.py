@@ -126,20 +126,11 @@ class Algorithm(abc.ABC):
         also at most the share pi / rho of it (the price error rho times the change must
         stay a fraction of the price scale pi). Cases at ordinary scales keep their
         tolerances bit for bit (every factor is 1)."""
-        power, price = scales(community)
-        one = jnp.ones_like(power)
-        factors = {}
-        for f in self.declarations():
-            value = getattr(params, f.name, None)
-            if not f.metadata["tolerance"] or value is None:
-                continue
-            relative = f.name in self.relative_tolerances()
-            factor = {"MW": one if relative else jnp.minimum(one, power),
-                      "EUR/MWh": jnp.minimum(one, price)}.get(f.metadata["unit"], one)
-            if f.name in self.penalised and "rho" in params._fields:
-                factor = jnp.minimum(factor, price / params.rho)
-            factors[f.name] = value * factor.astype(value.dtype)
-        return params._replace(**factors)
+        rules = tuple((f.name, f.metadata["unit"], f.name in self.relative_tolerances(),
+                       f.name in self.penalised and "rho" in params._fields)
+                      for f in self.declarations()
+                      if f.metadata["tolerance"] and getattr(params, f.name, None) is not None)
+        return _scale_aware(params, community, rules)
 
     def traced(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in self.declarations()
@@ -185,3 +176,21 @@ def all_finite(tree) -> jnp.ndarray:
     """(B,) True where every value of the case (leading axis) is finite."""
     leaves = jax.tree_util.tree_leaves(tree)
     return jnp.stack([jnp.isfinite(v).reshape(v.shape[0], -1).all(1) for v in leaves]).all(0)
+
+
+@partial(jax.jit, static_argnums=2)
+def _scale_aware(params, community, rules):
+    """``Algorithm.case_params`` in one compiled program (eagerly, every operation would
+    compile one of its own per batch shape): ``rules`` holds (field, unit, relative,
+    penalised)."""
+    power, price = scales(community)
+    one = jnp.ones_like(power)
+    factors = {}
+    for name, unit, relative, penalised in rules:
+        value = getattr(params, name)
+        factor = {"MW": one if relative else jnp.minimum(one, power),
+                  "EUR/MWh": jnp.minimum(one, price)}.get(unit, one)
+        if penalised:
+            factor = jnp.minimum(factor, price / params.rho)
+        factors[name] = value * factor.astype(value.dtype)
+    return params._replace(**factors)

@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
+from jaxmarket.community import cases_of
 from jaxmarket.driver import DriverResult
 from jaxmarket.metrics import gap_floor, optimality_gap
 from jaxmarket.pool import pool_dispatch
@@ -56,8 +57,7 @@ def tabulate_in_blocks(tabulate: Callable[[Any], BatchResult], batch, n_cases: i
     batch-first arrays; scalars are shared), ``TABULATE_CASES`` cases at a time, the last
     block padded with copies of its last case; the blocks' results merged."""
     def block(first):
-        cases = np.minimum(np.arange(first, first + TABULATE_CASES), n_cases - 1)
-        return jax.tree_util.tree_map(lambda v: v[cases] if getattr(v, "ndim", 0) else v, batch)
+        return cases_of(batch, np.minimum(np.arange(first, first + TABULATE_CASES), n_cases - 1))
 
     parts = [tabulate(block(first)) for first in range(0, n_cases, TABULATE_CASES)]
     rows = {key: np.concatenate([np.asarray(part.rows[key]) for part in parts])[:n_cases]

@@ -23,7 +23,7 @@ import pyarrow as pa
 
 from jaxmarket import asynchrony, progress
 from jaxmarket.algorithms import Algorithm
-from jaxmarket.community import Community, concatenate, take
+from jaxmarket.community import Community, cases_of, concatenate, take
 from jaxmarket.errors import InputError
 from jaxmarket.markets import endogenous, kind, p2p, pool, reserve
 from jaxmarket.markets.columns import annotate
@@ -144,9 +144,7 @@ def _tabulate(cell: Cell, algorithm: Algorithm, batch, n_cases: int, seed: int):
 
 def _slot(tree, first: int, size: int):
     """Cases ``first .. first + size`` of a batch pytree (the lane count is not per case)."""
-    def cut(v):
-        return v[first:first + size] if getattr(v, "ndim", 0) else v
-    return jax.tree_util.tree_map(cut, tree)
+    return cases_of(tree, np.arange(first, first + size))
 
 
 @dataclass(frozen=True)
