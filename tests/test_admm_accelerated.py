@@ -66,8 +66,8 @@ def test_fast_admm_without_momentum_is_plain_admm():
 
 def test_anderson_steps_are_safeguarded():
     """Anderson's memory is used (extrapolated centres accepted) and ADMM's iterates differ;
-    with a safeguard factor no residual can meet, every extrapolation is discarded and the
-    accepted points are ADMM's: the same optimum, reached."""
+    with a safeguard factor or a summable bound no residual can meet, every extrapolation
+    is discarded and the accepted points are ADMM's: the same optimum, reached."""
     community = random_batch(7, 6, sizes=(3, 20))
     accelerated = run(community, AndersonADMM(eps_primal=EPS, eps_dual=EPS))
     assert_optimal(community, accelerated)
@@ -77,6 +77,10 @@ def test_anderson_steps_are_safeguarded():
     plain = run(community, ConsensusADMM(eps_primal=EPS, eps_dual=EPS))
     # A refused extrapolation costs one iteration: about twice ADMM's count.
     assert np.all(np.asarray(refused.iterations) >= np.asarray(plain.iterations))
+    # A summable bound no residual can meet refuses them all as well, the same way.
+    bounded = run(community, AndersonADMM(anderson_bound=1e-300, eps_primal=EPS, eps_dual=EPS))
+    assert np.array_equal(np.asarray(bounded.iterations), np.asarray(refused.iterations))
+    assert np.array_equal(np.asarray(bounded.state.trades), np.asarray(refused.state.trades))
 
 
 def test_registered_and_configured_from_their_fields():

@@ -14,9 +14,11 @@ differences ``dF``, ``dG`` of their images and residuals (columns of consecutive
     gamma = argmin ||g_k - dG gamma||^2 (+ a tiny ridge),   x_AA = T(x_k) - dF gamma,
 
 a least-squares problem of size m per case. The safeguard: the next iteration solves
-against ``x_AA`` and accepts it only if ``||g(x_AA)|| <= safeguard ||g_k||``; otherwise the
-evaluation is discarded and the next iteration solves against ``T(x_k)``, the plain ADMM
-step. Every iteration is one local solve and one exchange of trades, whether accepted or
+against ``x_AA`` and accepts it only if ``||g(x_AA)|| <= safeguard ||g_k||`` and, as the
+n-th accepted extrapolation, ``||g(x_AA)|| <= bound ||g_0|| n^-(1 + 1e-6)`` (Zhang,
+O'Donoghue & Boyd's summable bound, ``g_0`` the first residual since the memory was last
+cleared); otherwise the evaluation is discarded and the next iteration solves against
+``T(x_k)``, the plain ADMM step. Every iteration is one local solve and one exchange of trades, whether accepted or
 not, so iteration counts compare with ADMM's one for one. Linear combinations of skew
 (symmetric) arrays stay skew (symmetric), so ``x_AA`` is a valid consensus and price
 pair. Residual balancing composes: when rho changes the map changes, and the memory is
@@ -54,6 +56,8 @@ class AndersonState(NamedTuple):
     image: jax.Array  # (B, 2, ...) T(x_k) of the last accepted point, scaled
     residual: jax.Array  # (B, 2, ...) g(x_k)
     residual_norm: jax.Array  # (B,) ||g(x_k)||; -1 when there is none (the state stays finite)
+    first_norm: jax.Array  # (B,) ||g_0||, the first residual since the memory was cleared
+    extrapolations: jax.Array  # (B,) int32: extrapolations accepted since then
     image_steps: jax.Array  # (B, m, 2, ...) dF, a ring buffer
     residual_steps: jax.Array  # (B, m, 2, ...) dG
     slot: jax.Array  # (B,) int32: the ring slot written next
@@ -86,6 +90,10 @@ class AndersonADMM(CertifiedADMM):
         0.99, "1", "Anderson acceleration: an extrapolated point is kept when its fixed-point "
         "residual is at most this factor times the last accepted one's",
         partial(number, gt=0), optional=True)
+    anderson_bound: float = hyperparameter(
+        1e6, "1", "Anderson acceleration: the n-th accepted extrapolation's fixed-point "
+        "residual is at most this factor times the first one's, times n^-(1 + 1e-6)",
+        partial(number, gt=0), optional=True)
 
     def init(self, problem, params) -> ADMMState:
         state = super().init(problem, params)
@@ -96,8 +104,8 @@ class AndersonADMM(CertifiedADMM):
         centre = Centre(zeros, zeros, jnp.full(n_cases, jnp.inf, zeros.dtype))
         return state._replace(local=AndersonState(
             state.local, centre, jnp.zeros(n_cases, bool), pair, pair,
-            jnp.full(n_cases, -1.0, zeros.dtype), steps, steps,
-            jnp.zeros(n_cases, jnp.int32)))
+            jnp.full(n_cases, -1.0, zeros.dtype), jnp.zeros(n_cases, zeros.dtype),
+            jnp.zeros(n_cases, jnp.int32), steps, steps, jnp.zeros(n_cases, jnp.int32)))
 
     def step(self, problem, params, state: ADMMState) -> ADMMState:
         edges, reverse = self.local.layout(problem)
@@ -115,8 +123,14 @@ class AndersonADMM(CertifiedADMM):
         count = state.count + 1
         next_rho = self.balanced_rho(params, state, trades, count, reverse)
 
-        # Safeguard: an extrapolated point whose residual did not fall enough is discarded.
-        accept = ~aa.candidate | (residual_norm <= self.anderson_safeguard * aa.residual_norm)
+        # Safeguard: an extrapolated point whose residual did not fall enough, or lies above
+        # the summable bound, is discarded.
+        nth = (aa.extrapolations + 1).astype(residual_norm.dtype)
+        bounded = residual_norm <= self.anderson_bound * aa.first_norm * nth ** -(1 + 1e-6)
+        accept = ~aa.candidate | (
+            (residual_norm <= self.anderson_safeguard * aa.residual_norm) & bounded)
+        extrapolations = aa.extrapolations + (aa.candidate & accept)
+        first_norm = jnp.where(aa.residual_norm < 0, residual_norm, aa.first_norm)
         record = accept & (aa.residual_norm >= 0)
         wide = per_case(record, aa.image_steps)
         slot = jax.nn.one_hot(aa.slot, self.anderson_memory, dtype=bool)
@@ -140,10 +154,11 @@ class AndersonADMM(CertifiedADMM):
         image_steps = jnp.where(wide_changed, 0.0, image_steps)
         residual_steps = jnp.where(wide_changed, 0.0, residual_steps)
         residual_norm = jnp.where(changed, -1.0, residual_norm)
+        extrapolations = jnp.where(changed, 0, extrapolations)
         candidate = record & ~changed  # the memory holds a difference
         next_centre = Centre(jnp.where(edges, nxt[:, 0], 0.0),
                              jnp.where(edges, nxt[:, 1] * rho, 0.0),
                              batch_norm(trades - centre.consensus))
         return ADMMState(trades, prices, AndersonState(
-            agents, next_centre, candidate, image, residual, residual_norm, image_steps,
-            residual_steps, ring), next_rho, count)
+            agents, next_centre, candidate, image, residual, residual_norm, first_norm,
+            extrapolations, image_steps, residual_steps, ring), next_rho, count)
