@@ -233,8 +233,8 @@ def consumers(community: Community):
 
 
 def full_graph(active):
-    """Every active agent may trade with every other one (NumPy for concrete NumPy input)."""
-    xp = jnp if isinstance(active, jax.Array) else np
+    """Every active agent may trade with every other one."""
+    xp = _array_module(active)
     active = xp.asarray(active, bool)
     n = active.shape[-1]
     return active[..., :, None] & active[..., None, :] & ~xp.eye(n, dtype=bool)
