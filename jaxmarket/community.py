@@ -70,7 +70,7 @@ def role_trade_bounds(p_min, p_max, edges):
     return xp.where(edges, lo, zero), xp.where(edges, hi, zero)
 
 
-def _array_module(*arrays):
+def array_module(*arrays):
     """NumPy for concrete inputs, jax.numpy under tracing: a batch assembled eagerly with
     jax.numpy compiles one small program per operation and per new shape (tens of seconds
     for a few dozen cases of mixed sizes); NumPy compiles nothing, and neither does
@@ -81,7 +81,7 @@ def _array_module(*arrays):
 def make_community(a, b, p_min, p_max, edges, charge=None, x=None, y=None, active=None,
                    trade_min=None, trade_max=None, dtype=jnp.float64) -> Community:
     """Build a batch from arrays with a leading case axis (numpy or jax)."""
-    xp = _array_module(a, b, p_min, p_max, edges, charge, x, y, active, trade_min, trade_max)
+    xp = array_module(a, b, p_min, p_max, edges, charge, x, y, active, trade_min, trade_max)
     a = xp.asarray(a, dtype)
     shape = a.shape
     zeros = xp.zeros(shape, dtype)
@@ -173,7 +173,7 @@ def pad_agents(community: Community, n_max: int) -> Community:
         raise ValueError(f"cannot pad {community.n_max} agents down to {n_max}")
     if extra == 0:
         return community
-    xp = _array_module(*community)
+    xp = array_module(*community)
 
     def pad(v):
         widths = [(0, 0)] + [(0, extra)] * (v.ndim - 1)
@@ -188,7 +188,7 @@ def concatenate(communities: Sequence[Community]) -> Community:
         return communities[0]
     n_max = max(c.n_max for c in communities)
     padded = [pad_agents(c, n_max) for c in communities]
-    xp = _array_module(*(v for c in padded for v in c))
+    xp = array_module(*(v for c in padded for v in c))
     return jax.tree_util.tree_map(lambda *v: jax.device_put(xp.concatenate(
         [xp.asarray(w) for w in v], axis=0)), *padded)
 
@@ -234,7 +234,7 @@ def consumers(community: Community):
 
 def full_graph(active):
     """Every active agent may trade with every other one."""
-    xp = _array_module(active)
+    xp = array_module(active)
     active = xp.asarray(active, bool)
     n = active.shape[-1]
     return active[..., :, None] & active[..., None, :] & ~xp.eye(n, dtype=bool)

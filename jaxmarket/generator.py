@@ -48,7 +48,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxmarket.agents import draw_agents, seller_side, side_minimum
-from jaxmarket.community import Community, astype, role_trade_bounds
+from jaxmarket.community import Community, array_module, astype, role_trade_bounds
 from jaxmarket.errors import InputError
 from jaxmarket.layouts import (HUB_LAYOUTS, LAYOUTS, append_managers, community_members,
                                delete_edges, edge_scores, layout_edges, orient_between_managers)
@@ -193,7 +193,7 @@ def generate(seed: int, case_indices: Sequence[int], n_agents: int,
     padded = np.pad(indices, (0, -len(indices) % GENERATE_CASES), "edge")
     blocks = [draw(padded[first:first + GENERATE_CASES])
               for first in range(0, len(indices), GENERATE_CASES)]
-    xp = jnp if isinstance(blocks[0].a, jax.core.Tracer) else np
+    xp = array_module(*blocks[0])
     return jax.tree_util.tree_map(
         lambda *v: jax.device_put(xp.concatenate(v)[:len(indices)]), *blocks)
 
