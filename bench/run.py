@@ -1,7 +1,7 @@
 """The benchmark suite: every table of ``bench/RESULTS.md`` from one command.
 
     python -m bench.run [--quick] [--dtype float32]
-                        [--only kernel,layouts,cases,outcome,compile,end-to-end]
+                        [--only kernel,parts,layouts,cases,outcome,compile,end-to-end]
 
 Sections (each rewrites its own block of RESULTS.md, keyed by backend and dtype; the
 rest of the file is kept; ``--quick`` only prints):
@@ -9,6 +9,9 @@ rest of the file is kept; ``--quick`` only prints):
 - ``kernel``: the ADMM kernel at a fixed number of iterations vs N and batch size:
   case-iterations/s, trade updates/s, compile time, and the ratio against the per-case
   NumPy loop in the same process (``bench.admm_kernel``).
+- ``parts``: where the kernel's time goes: the driver's bookkeeping, the exact local
+  solve against two plain Newton passes, Newton steps per iteration and the cost of one
+  step (``bench.kernel_parts``, in a child pinned to one core with XLA on one thread).
 - ``layouts``: one ADMM iteration on the dense layout against neighbour lists
   (``jaxmarket.neighbours``) vs N and sparsity: where the runner's choice of layout comes
   from (``markets.lanes.neighbour_widths``).
@@ -52,8 +55,8 @@ from jaxmarket.markets import p2p
 from jaxmarket.markets.lanes import default_block_size
 
 ROOT = Path(__file__).resolve().parents[1]
-SECTIONS = ("kernel", "layouts", "cases", "outcome", "compile", "end-to-end")
-DEFAULT = ("kernel", "layouts", "cases", "outcome", "compile")
+SECTIONS = ("kernel", "parts", "layouts", "cases", "outcome", "compile", "end-to-end")
+DEFAULT = ("kernel", "parts", "layouts", "cases", "outcome", "compile")
 # One core and one XLA thread for the per-core comparison with Clarabel.
 ONE_THREAD = {"XLA_FLAGS": "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1",
               "OMP_NUM_THREADS": "1"}
@@ -140,13 +143,23 @@ def cases(quick: bool, dtype) -> list[str]:
     return lines
 
 
-def outcome(quick: bool, dtype) -> list[str]:
-    """The outcome engine vs Clarabel in a child process pinned to one core."""
+def _one_core(module: str, quick: bool, *args: str) -> list[str]:
+    """The table lines ``python -m module`` prints, run in a child pinned to one core with
+    XLA on one thread."""
     pin = ["taskset", "-c", "0"] if shutil.which("taskset") else []
-    child = subprocess.run([*pin, sys.executable, "-m", "bench.outcome", *["--quick"] * quick],
+    child = subprocess.run([*pin, sys.executable, "-m", module, *["--quick"] * quick, *args],
                            cwd=ROOT, env=dict(os.environ, **ONE_THREAD), check=True,
                            stdout=subprocess.PIPE, text=True)
     return [line for line in child.stdout.splitlines() if line.startswith("|")]
+
+
+def outcome(quick: bool, dtype) -> list[str]:
+    """The outcome engine vs Clarabel, one core each."""
+    return _one_core("bench.outcome", quick)
+
+
+def parts(quick: bool, dtype) -> list[str]:
+    return _one_core("bench.kernel_parts", quick, "--dtype", jnp.dtype(dtype).name)
 
 
 def compile_times(quick: bool, dtype) -> list[str]:
@@ -174,6 +187,16 @@ def main(argv=None) -> None:
     if "kernel" in chosen:
         admm_kernel.main(["--quick"] * args.quick + ["--dtype", args.dtype])
     for name, measure, title, notes in (
+            ("parts", parts, "Where the kernel's time goes",
+             [f"- Pinned: `taskset -c 0` (when available), `XLA_FLAGS={ONE_THREAD['XLA_FLAGS']}`",
+              "- The kernel benchmark's communities (random full graphs with charges, seed 0), "
+              "rho = 1, eps = 0, 100 iterations from zero, the driver's blocks; nanoseconds per "
+              "directed trade update, best of 3 interleaved runs. Solve only: the same ADMM "
+              "with the exact local solve and no driver; limit: two plain Newton passes "
+              "instead of the exact solve (`bench.kernel_parts`). Newton steps: those of a "
+              "block's slowest agent, per ADMM iteration (the first 1 000 iterations on the "
+              "first 4 blocks). Step timings: one step on one block of random targets, "
+              "per trade"]),
             ("layouts", layouts, "ADMM iteration: dense layout vs neighbour lists",
              ["- Random communities with unit distance charges, rho = 1, eps = 0, fixed "
               "iterations; best of repeated runs after the first call; D = largest degree "

@@ -28,6 +28,7 @@ The root is found exactly, without an inner tolerance:
 
 from __future__ import annotations
 
+from functools import partial
 from typing import NamedTuple
 
 import jax
@@ -38,6 +39,7 @@ class AgentDecision(NamedTuple):
     trades: jax.Array  # (..., M) t_m
     power: jax.Array  # (...) p = sum_m t_m
     perceived_price: jax.Array  # (...) mu
+    newton_steps: jax.Array  # () Newton steps run: those of the slowest agent
 
 
 class _LocalProblem(NamedTuple):
@@ -116,37 +118,38 @@ class _NewtonState(NamedTuple):
     steps: jax.Array
 
 
-def _newton(problem: _LocalProblem, guess, max_steps: int):
-    def step(s: _NewtonState) -> _NewtonState:
-        sum_trades = problem.trades(s.mu).sum(-1)
-        excess_right = sum_trades - problem.injection(s.mu, right=True)
-        excess_left = sum_trades - problem.injection(s.mu, right=False)
-        at_root = (excess_right <= 0) & (excess_left >= 0)
-        right = excess_right > 0
-        candidate = problem.piece_root(s.mu, right)
-        kink = problem.next_kink(s.mu, right)
-        inside = jnp.where(right, candidate <= kink, candidate >= kink)
-        # The root is not left of a point with h > 0, and a missed piece holds no root.
-        low = jnp.where(right, jnp.maximum(s.low, jnp.where(inside, s.mu, kink)), s.low)
-        high = jnp.where(right, s.high, jnp.minimum(s.high, jnp.where(inside, s.mu, kink)))
-        bracketed = jnp.isfinite(low) & jnp.isfinite(high)
-        newton_ok = (candidate > low) & (candidate < high)
-        fallback = jnp.where(bracketed, 0.5 * (low + high), jnp.where(right, low, high))
-        # No kink ahead and no slope: h keeps its sign for ever (only if infeasible).
-        stuck = ~inside & ~jnp.isfinite(kink)
-        done = s.done | at_root | inside | stuck
-        mu = jnp.where(at_root | stuck, s.mu,
-                       jnp.where(inside | newton_ok, candidate, fallback))
-        mu = jnp.where(s.done, s.mu, mu)
-        return _NewtonState(mu, low, high, done, s.steps + 1)
+def _newton_step(problem: _LocalProblem, s: _NewtonState) -> _NewtonState:
+    """One safeguarded Newton step of every agent not done (module doc, 1)."""
+    sum_trades = problem.trades(s.mu).sum(-1)
+    excess_right = sum_trades - problem.injection(s.mu, right=True)
+    excess_left = sum_trades - problem.injection(s.mu, right=False)
+    at_root = (excess_right <= 0) & (excess_left >= 0)
+    right = excess_right > 0
+    candidate = problem.piece_root(s.mu, right)
+    kink = problem.next_kink(s.mu, right)
+    inside = jnp.where(right, candidate <= kink, candidate >= kink)
+    # The root is not left of a point with h > 0, and a missed piece holds no root.
+    low = jnp.where(right, jnp.maximum(s.low, jnp.where(inside, s.mu, kink)), s.low)
+    high = jnp.where(right, s.high, jnp.minimum(s.high, jnp.where(inside, s.mu, kink)))
+    bracketed = jnp.isfinite(low) & jnp.isfinite(high)
+    newton_ok = (candidate > low) & (candidate < high)
+    fallback = jnp.where(bracketed, 0.5 * (low + high), jnp.where(right, low, high))
+    # No kink ahead and no slope: h keeps its sign for ever (only if infeasible).
+    stuck = ~inside & ~jnp.isfinite(kink)
+    done = s.done | at_root | inside | stuck
+    mu = jnp.where(at_root | stuck, s.mu,
+                   jnp.where(inside | newton_ok, candidate, fallback))
+    mu = jnp.where(s.done, s.mu, mu)
+    return _NewtonState(mu, low, high, done, s.steps + 1)
 
+
+def _newton(problem: _LocalProblem, guess, max_steps: int):
     def keep_going(s: _NewtonState):
         return (s.steps < max_steps) & ~jnp.all(s.done)
 
     inf = jnp.full_like(guess, jnp.inf)
     start = _NewtonState(guess, -inf, inf, jnp.zeros(guess.shape, bool), jnp.int32(0))
-    final = jax.lax.while_loop(keep_going, step, start)
-    return final.mu, final.done
+    return jax.lax.while_loop(keep_going, partial(_newton_step, problem), start)
 
 
 def _sorted_search(problem: _LocalProblem):
@@ -190,8 +193,9 @@ def solve_agents(target, lo, hi, a, b, p_min, p_max, rho, guess, max_newton: int
     shape = target.shape[:-1]
     problem = _LocalProblem.build(target, lo, hi, *(jnp.broadcast_to(v, shape).astype(target.dtype)
                                                     for v in (a, b, p_min, p_max, rho)))
-    mu, done = _newton(problem, jnp.broadcast_to(guess, shape).astype(target.dtype), max_newton)
+    newton = _newton(problem, jnp.broadcast_to(guess, shape).astype(target.dtype), max_newton)
+    mu, done = newton.mu, newton.done
     mu = jax.lax.cond(jnp.all(done), lambda: mu,
                       lambda: jnp.where(done, mu, _sorted_search(problem)))
     trades = problem.trades(mu)
-    return AgentDecision(trades, trades.sum(-1), mu)
+    return AgentDecision(trades, trades.sum(-1), mu, newton.steps)

@@ -91,6 +91,14 @@ def test_linear_agent_takes_the_residual_at_its_price():
     np.testing.assert_allclose(d.trades[0], target[0] - 2.0, atol=1e-12)
 
 
+def test_newton_steps_count_the_loop():
+    """``newton_steps`` is the loop's count: none when the sorted search does it all."""
+    problem = [jnp.asarray(np.array(v)) for v in zip(*[_random_local_problem(s, 7, False, False)
+                                                      for s in range(5)])]
+    assert 1 <= int(solve(*problem).newton_steps) <= 16
+    assert int(solve(*problem, max_newton=0).newton_steps) == 0
+
+
 def test_batched_agents_are_independent():
     """Solving agents together equals solving them one at a time."""
     problems = [_random_local_problem(s, 7, s % 3 == 0, False) for s in range(20)]
@@ -119,7 +127,7 @@ def _random_batch(rng, shape):
 def _unresolved_after_one_step(target, lo, hi, a, b, p_min, p_max, rho, guess):
     """Agents the first Newton step leaves unresolved."""
     problem = _LocalProblem.build(*map(jnp.asarray, (target, lo, hi, a, b, p_min, p_max, rho)))
-    return int((~_newton(problem, jnp.asarray(guess), 1)[1]).sum())
+    return int((~_newton(problem, jnp.asarray(guess), 1).done).sum())
 
 
 def test_an_agent_decision_does_not_depend_on_its_batch():

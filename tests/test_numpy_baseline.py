@@ -49,3 +49,18 @@ def test_numpy_baseline_runs_max_iter_without_tolerance(cases):
     community, _ = cases
     *_, iterations = solve_community_case(community, 2, eps=0.0, max_iter=50)
     assert iterations == 50
+
+
+def test_solve_only_iteration_is_the_kernels_admm(cases):
+    """bench.kernel_parts splits the kernel's time by timing the same ADMM without the
+    driver: both must compute the same trades (the same arithmetic, up to fusion)."""
+    from bench.kernel_parts import solve_only
+
+    community, _ = cases
+    n = community.n_cases
+    params = ADMMParams(jnp.ones(n), jnp.zeros(n), jnp.zeros(n))
+    driven = iterate(ConsensusADMM().static(), community, params, DriverOptions(40, block_size=2))
+    trades, steps = solve_only(community, params.rho, 40, 2)
+    np.testing.assert_allclose(np.asarray(trades).reshape(driven.state.trades.shape),
+                               np.asarray(driven.state.trades), rtol=0, atol=1e-10)
+    assert np.all((np.asarray(steps) >= 40) & (np.asarray(steps) <= 40 * 16))
