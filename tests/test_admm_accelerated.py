@@ -13,6 +13,7 @@ from jaxmarket.algorithms.admm_anderson import AndersonADMM
 from jaxmarket.algorithms.admm_fast import FastADMM
 from jaxmarket.driver import DriverOptions, iterate
 from jaxmarket.errors import InputError
+from jaxmarket.generator import GeneratorParams, generate
 from jaxmarket.study.config import solver_options
 from test_admm import assert_feasible, clarabel_gaps
 
@@ -81,6 +82,21 @@ def test_anderson_steps_are_safeguarded():
     bounded = run(community, AndersonADMM(anderson_bound=1e-300, eps_primal=EPS, eps_dual=EPS))
     assert np.array_equal(np.asarray(bounded.iterations), np.asarray(refused.iterations))
     assert np.array_equal(np.asarray(bounded.state.trades), np.asarray(refused.state.trades))
+
+
+@pytest.mark.parametrize("charge, cases", [(0.0, [16, 47]), (1.0, [6, 68])],
+                         ids=["no-charges", "charges"])
+def test_anderson_balancing_ignores_discarded_extrapolations(charge, cases):
+    """Communities of the held-out set (docs/acceleration.md, sweeps/sparsity_distance.toml
+    at sparsity 0) on which balancing read the residuals of discarded extrapolations, drove
+    rho to its floor and stalled until max_iter: they converge, in well under 2 000
+    iterations, to the Clarabel optimum."""
+    community = generate(0, cases, 25, GeneratorParams(charge_per_distance=charge))
+    result = run(community, AndersonADMM(eps_primal=1e-4, eps_dual=1e-4, rho_balance=3.0),
+                 max_iter=10_000)
+    assert np.asarray(result.converged).all()
+    assert np.asarray(result.iterations).max() < 2_000
+    assert clarabel_gaps(community, result.state.trades).max() <= 1e-6
 
 
 def test_registered_and_configured_from_their_fields():

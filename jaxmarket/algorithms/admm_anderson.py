@@ -22,7 +22,7 @@ cleared); otherwise the evaluation is discarded and the next iteration solves ag
 trades, whether accepted or not, so iteration counts compare with ADMM's one for one. Linear combinations of skew
 (symmetric) arrays stay skew (symmetric), so ``x_AA`` is a valid consensus and price
 pair. Residual balancing composes: when rho changes the map changes, and the memory is
-cleared.
+cleared; balancing reads the residuals of kept points only (``balanced``).
 
 Anderson acceleration needs global inner products: the m(m+1)/2 entries of ``dG^T dG``, the
 m of ``dG^T g_k`` and ``||g||^2``, each a sum over all agents of their own trades' terms,
@@ -39,7 +39,7 @@ from typing import ClassVar, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from jaxmarket.algorithms.admm import ADMMState
+from jaxmarket.algorithms.admm import ADMMState, residual_norms
 from jaxmarket.algorithms.centred import Centre, CertifiedADMM, batch_norm, per_case
 from jaxmarket.algorithms.base import hyperparameter
 from jaxmarket.schema import integer, number
@@ -61,6 +61,8 @@ class AndersonState(NamedTuple):
     image_steps: jax.Array  # (B, m, 2, ...) dF, a ring buffer
     residual_steps: jax.Array  # (B, m, 2, ...) dG
     slot: jax.Array  # (B,) int32: the ring slot written next
+    balance_residuals: jax.Array  # (B, 2) primal and dual residuals balancing read last
+    kept_trades: jax.Array  # (B, N, N) the trades of the last kept point (balancing)
 
 
 def _gamma(residual_steps, residual):
@@ -87,7 +89,7 @@ class AndersonADMM(CertifiedADMM):
         5, "iterations", "Anderson acceleration: accepted iterations remembered (m)",
         partial(integer, gt=0, lt=51), optional=True)
     anderson_safeguard: float = hyperparameter(
-        0.99, "1", "Anderson acceleration: an extrapolated point is kept when its fixed-point "
+        1.0, "1", "Anderson acceleration: an extrapolated point is kept when its fixed-point "
         "residual is at most this factor times the last accepted one's",
         partial(number, gt=0), optional=True)
     anderson_bound: float = hyperparameter(
@@ -105,7 +107,22 @@ class AndersonADMM(CertifiedADMM):
         return state._replace(local=AndersonState(
             state.local, centre, jnp.zeros(n_cases, bool), pair, pair,
             jnp.full(n_cases, -1.0, zeros.dtype), jnp.zeros(n_cases, zeros.dtype),
-            jnp.zeros(n_cases, jnp.int32), steps, steps, jnp.zeros(n_cases, jnp.int32)))
+            jnp.zeros(n_cases, jnp.int32), steps, steps, jnp.zeros(n_cases, jnp.int32),
+            jnp.zeros(n_cases + (2,), zeros.dtype), zeros))
+
+    def balanced(self, params, rho, aa: AndersonState, trades, accept, count, reverse):
+        """Residual balancing on kept points only: ``(next rho, the residuals it read, the
+        kept trades)``. The dual residual runs from the last kept trades, and a discarded
+        evaluation leaves the residuals as they were: its trades jump there and back, and
+        balancing on those jumps left 5 % of the held-out cases without charges and 2 % with
+        them stalled until max_iter (docs/acceleration.md)."""
+        if not self.rho_balance:
+            return rho, aa.balance_residuals, aa.kept_trades
+        measured = jnp.stack(residual_norms(aa.kept_trades, trades, reverse,
+                                            self.local.primal_weight), -1)
+        residuals = jnp.where(accept[:, None], measured, aa.balance_residuals)
+        kept = jnp.where(per_case(accept, trades), trades, aa.kept_trades)
+        return self.balance(params, rho, residuals[:, 0], residuals[:, 1], count), residuals, kept
 
     def step(self, problem, params, state: ADMMState) -> ADMMState:
         edges, reverse = self.local.layout(problem)
@@ -121,7 +138,6 @@ class AndersonADMM(CertifiedADMM):
         residual = image - point
         residual_norm = batch_norm(residual)
         count = state.count + 1
-        next_rho = self.balanced_rho(params, state, trades, count, reverse)
 
         # Safeguard: an extrapolated point whose residual did not fall enough, or lies above
         # the summable bound, is discarded.
@@ -132,6 +148,8 @@ class AndersonADMM(CertifiedADMM):
         extrapolations = aa.extrapolations + (aa.candidate & accept)
         first_norm = jnp.where(aa.residual_norm < 0, residual_norm, aa.first_norm)
         record = accept & (aa.residual_norm >= 0)
+        next_rho, balance_residuals, kept_trades = self.balanced(params, state.rho, aa, trades,
+                                                                 accept, count, reverse)
         wide = per_case(record, aa.image_steps)
         slot = jax.nn.one_hot(aa.slot, self.anderson_memory, dtype=bool)
         slot = slot.reshape(slot.shape + (1,) * (image.ndim - 1)) & wide
@@ -161,4 +179,5 @@ class AndersonADMM(CertifiedADMM):
                              batch_norm(trades - centre.consensus))
         return ADMMState(trades, prices, AndersonState(
             agents, next_centre, candidate, image, residual, residual_norm, first_norm,
-            extrapolations, image_steps, residual_steps, ring), next_rho, count)
+            extrapolations, image_steps, residual_steps, ring, balance_residuals,
+            kept_trades), next_rho, count)
