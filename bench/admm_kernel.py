@@ -61,17 +61,21 @@ def _newton_pass(mu, target, lo, hi, a, b, p_min, p_max, rho):
     return jnp.where(slope > 0, mu + excess / jnp.where(slope > 0, slope, 1.0), mu)
 
 
+def whole_blocks(tree, size: int):
+    """The leading (case) axis of every leaf cut into blocks of ``size`` cases; a trailing
+    partial block is left out."""
+    n_blocks = jax.tree_util.tree_leaves(tree)[0].shape[0] // size
+    return jax.tree_util.tree_map(
+        lambda v: v[:n_blocks * size].reshape((n_blocks, size) + v.shape[1:]), tree)
+
+
 @partial(jax.jit, static_argnames=("iterations", "block_size"))
 def straight_line(community, rho, iterations: int, block_size: int):
     """ADMM at fixed rho as a straight-line XLA iteration: consensus, two Newton passes of
     the local solve from the last perceived price, the trades and the price update, and
     nothing else (no residuals, convergence test, freezing or exact fallback). The same
     cache-sized blocks as the driver (a trailing partial block is left out)."""
-    n_blocks = community.n_cases // block_size
-    c = jax.tree_util.tree_map(
-        lambda v: v[:n_blocks * block_size].reshape((n_blocks, block_size) + v.shape[1:]),
-        community)
-    rho = rho[:n_blocks * block_size].reshape(n_blocks, block_size)
+    c, rho = whole_blocks((community, rho), block_size)
 
     def block(args):
         c, rho = args

@@ -32,7 +32,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bench.admm_kernel import COMMUNITY, SEED, _newton_pass, repeat, straight_line
+from bench.admm_kernel import (COMMUNITY, SEED, _newton_pass, repeat, straight_line,
+                                whole_blocks)
 from jaxmarket import local
 from jaxmarket.algorithms.admm import ADMMParams, ConsensusADMM
 from jaxmarket.driver import DriverOptions, iterate
@@ -46,10 +47,16 @@ FULL = ((25, 1000), (100, 100))
 QUICK = ((25, 260), (100, 10))
 
 
-def _blocks(tree, size: int):
-    n_blocks = jax.tree_util.tree_leaves(tree)[0].shape[0] // size
-    return jax.tree_util.tree_map(
-        lambda v: v[:n_blocks * size].reshape((n_blocks, size) + v.shape[1:]), tree)
+def _best_interleaved(runs: dict, rounds: int) -> dict:
+    """Best seconds of each run (a callable returning arrays) after a warm-up call, the
+    runs interleaved ``rounds`` times so that all see the same load."""
+    for run in runs.values():
+        jax.block_until_ready(run())
+    best = dict.fromkeys(runs, np.inf)
+    for _ in range(rounds):
+        for name, run in runs.items():
+            best[name] = min(best[name], *repeat(lambda: jax.block_until_ready(run()), 1, 1))
+    return best
 
 
 @partial(jax.jit, static_argnames=("iterations", "block_size"))
@@ -78,7 +85,7 @@ def solve_only(community, rho, iterations: int, block_size: int):
                                                 (zeros, zeros, c.a * 0, jnp.int32(0)))
         return trades, steps
 
-    return jax.lax.map(block, _blocks((community, rho), block_size))
+    return jax.lax.map(block, whole_blocks((community, rho), block_size))
 
 
 def _step_timings(community, block_size: int) -> tuple[float, float, float]:
@@ -119,14 +126,8 @@ def _step_timings(community, block_size: int) -> tuple[float, float, float]:
         return jax.lax.fori_loop(0, STEP_REPEATS, one, mu)
 
     mu = jnp.zeros_like(rho)
-    runs = [partial(f, problem, mu) for f in (exact, plain, row_sum)]
-    for run in runs:
-        run().block_until_ready()
-    best = [np.inf] * len(runs)
-    for _ in range(5):
-        for k, run in enumerate(runs):
-            best[k] = min(best[k], *repeat(lambda: run().block_until_ready(), 1, 1))
-    return tuple(b / (STEP_REPEATS * target.size) for b in best)
+    best = _best_interleaved({f: partial(f, problem, mu) for f in (exact, plain, row_sum)}, 5)
+    return tuple(b / (STEP_REPEATS * target.size) for b in best.values())
 
 
 def measure(n: int, batch: int, dtype) -> dict:
@@ -139,12 +140,7 @@ def measure(n: int, batch: int, dtype) -> dict:
         "solve only": lambda: solve_only(community, params.rho, ITERATIONS, size),
         "limit": lambda: straight_line(community, params.rho, ITERATIONS, size),
     }
-    for run in runs.values():
-        jax.block_until_ready(run())
-    best = dict.fromkeys(runs, np.inf)
-    for _ in range(3):
-        for name, run in runs.items():
-            best[name] = min(best[name], *repeat(lambda: jax.block_until_ready(run()), 1, 1))
+    best = _best_interleaved(runs, 3)
     timed_cases = batch // size * size  # solve only and the limit leave out a partial block
     trade_updates = ITERATIONS * n * (n - 1)
     ns = {name: 1e9 * t / ((batch if name == "kernel" else timed_cases) * trade_updates)
