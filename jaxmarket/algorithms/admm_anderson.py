@@ -21,8 +21,9 @@ cleared); otherwise the evaluation is discarded and the next iteration solves ag
 ``T(x_k)``, the plain ADMM step. Every iteration is one local solve and one exchange of
 trades, whether accepted or not, so iteration counts compare with ADMM's one for one.
 Linear combinations of skew (symmetric) arrays stay skew (symmetric), so ``x_AA`` is a
-valid consensus and price pair. Residual balancing composes: when rho changes the map changes, and the memory is
-cleared; balancing reads the residuals of kept points only (``balanced``).
+valid consensus and price pair. Residual balancing composes: when rho changes the map
+changes, and the memory is cleared; balancing reads the residuals of kept points only
+(``balanced``).
 
 Anderson acceleration needs global inner products: the m(m+1)/2 entries of ``dG^T dG``, the
 m of ``dG^T g_k`` and ``||g||^2``, each a sum over all agents of their own trades' terms,
