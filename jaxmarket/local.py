@@ -2,10 +2,11 @@
 
 Agent n chooses its trades ``t_m`` and net injection ``p`` to minimise
 ``c_n(p) - sum_m l_m t_m + rho/2 sum_m (t_m - y_m)^2`` subject to ``p = sum_m t_m``, the
-bounds ``p_min <= p <= p_max`` and the trade boxes ``lo_m <= t_m <= hi_m``. With the
-perceived price mu (the multiplier of ``p = sum t``) the optimality conditions read
+bounds ``p_min <= p <= p_max`` and the trade boxes ``lo_m <= t_m <= hi_m``. The penalty is
+the agent's rho or one ``rho_m`` per trade (``admm_pairwise``). With the perceived price mu
+(the multiplier of ``p = sum t``) the optimality conditions read
 
-    t_m(mu) = clip(target_m - mu / rho, lo_m, hi_m),     target_m = y_m + l_m / rho
+    t_m(mu) = clip(target_m - mu / rho_m, lo_m, hi_m),     target_m = y_m + l_m / rho_m
     p(mu)   = clip((mu - b) / a, p_min, p_max)             (a step at mu = b when a = 0)
 
 and mu is the root of the non-increasing piecewise-linear function
@@ -50,7 +51,7 @@ class _LocalProblem(NamedTuple):
     b: jax.Array
     p_min: jax.Array
     p_max: jax.Array
-    rho: jax.Array  # (...)
+    rho: jax.Array  # (...), or (..., M): one penalty per trade
     # Breakpoints, computed once per solve: trade m is free for kink_lo < mu < kink_hi
     # (at hi below, at lo above); the injection is free between its two kinks.
     kink_lo: jax.Array  # (..., M)
@@ -60,12 +61,17 @@ class _LocalProblem(NamedTuple):
 
     @classmethod
     def build(cls, target, lo, hi, a, b, p_min, p_max, rho):
-        rho_t = rho[..., None]
+        rho_t = rho if rho.ndim == target.ndim else rho[..., None]
         return cls(target, lo, hi, a, b, p_min, p_max, rho, rho_t * (target - hi),
                    rho_t * (target - lo), b + a * p_min, b + a * p_max)
 
+    @property
+    def per_trade(self) -> bool:
+        return self.rho.ndim == self.target.ndim
+
     def trades(self, mu):
-        return jnp.clip(self.target - mu[..., None] / self.rho[..., None], self.lo, self.hi)
+        rho = self.rho if self.per_trade else self.rho[..., None]
+        return jnp.clip(self.target - mu[..., None] / rho, self.lo, self.hi)
 
     def injection(self, mu, right: bool):
         """p(mu); for a linear agent (a = 0) the right or left limit of its step at b."""
@@ -81,16 +87,21 @@ class _LocalProblem(NamedTuple):
         free = jnp.where(r, (self.kink_lo <= m) & (m < self.kink_hi),
                          (self.kink_lo < m) & (m <= self.kink_hi))
         fixed = jnp.where(m <= self.kink_lo, self.hi, self.lo)
-        total = jnp.where(free, self.target, fixed).sum(-1)  # sum t = total - n_free mu / rho
+        total = jnp.where(free, self.target, fixed).sum(-1)  # sum t = total - slope mu
         n_free = free.sum(-1).astype(mu.dtype)
         i_lo, i_hi = self.injection_lo, self.injection_hi
         injection_free = (self.a > 0) & jnp.where(right, (i_lo <= mu) & (mu < i_hi),
                                                    (i_lo < mu) & (mu <= i_hi))
-        # Free injection: total - n_free mu/rho = (mu - b)/a, multiplied through by a.
-        mu_free = (self.a * total + self.b) / (1.0 + self.a * n_free / self.rho)
         bound = jnp.where(jnp.where(right, mu < i_lo, mu <= i_lo), self.p_min, self.p_max)
         has_slope = n_free > 0
-        mu_fixed = self.rho * (total - bound) / jnp.where(has_slope, n_free, 1.0)
+        # Free injection: total - slope mu = (mu - b)/a, multiplied through by a.
+        if self.per_trade:
+            slope = jnp.where(free, 1.0 / self.rho, 0.0).sum(-1)  # sum of the free 1 / rho_m
+            mu_free = (self.a * total + self.b) / (1.0 + self.a * slope)
+            mu_fixed = (total - bound) / jnp.where(has_slope, slope, 1.0)
+        else:  # slope = n_free / rho
+            mu_free = (self.a * total + self.b) / (1.0 + self.a * n_free / self.rho)
+            mu_fixed = self.rho * (total - bound) / jnp.where(has_slope, n_free, 1.0)
         infinite = jnp.where(right, jnp.inf, -jnp.inf)
         return jnp.where(injection_free, mu_free, jnp.where(has_slope, mu_fixed, infinite))
 
@@ -187,12 +198,15 @@ def solve_agents(target, lo, hi, a, b, p_min, p_max, rho, guess, max_newton: int
     """Exact local decisions of all agents at once.
 
     ``target, lo, hi`` have shape (..., M) (the trades of each agent along the last axis; a
-    non-edge has ``lo = hi = 0``); the agent data, ``rho`` and the warm start ``guess``
-    of the perceived price broadcast against (...).
+    non-edge has ``lo = hi = 0``); the agent data and the warm start ``guess`` of the
+    perceived price broadcast against (...); ``rho`` too, or it has shape (..., M), one
+    positive penalty per trade (non-edges included).
     """
     shape = target.shape[:-1]
+    rho = rho if jnp.ndim(rho) == target.ndim else jnp.broadcast_to(rho, shape)
     problem = _LocalProblem.build(target, lo, hi, *(jnp.broadcast_to(v, shape).astype(target.dtype)
-                                                    for v in (a, b, p_min, p_max, rho)))
+                                                    for v in (a, b, p_min, p_max)),
+                                  jnp.asarray(rho, target.dtype))
     newton = _newton(problem, jnp.broadcast_to(guess, shape).astype(target.dtype), max_newton)
     mu, done = newton.mu, newton.done
     mu = jax.lax.cond(jnp.all(done), lambda: mu,

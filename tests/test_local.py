@@ -39,9 +39,11 @@ def _random_local_problem(seed, m, linear, tight):
 
 
 def _clarabel(target, lo, hi, a, b, p_min, p_max, rho):
+    """``rho``: the agent's penalty, or one per trade."""
     t = cp.Variable(len(target))
     p = cp.sum(t)
-    objective = 0.5 * a * cp.square(p) + b * p + rho / 2 * cp.sum_squares(t - target)
+    objective = 0.5 * a * cp.square(p) + b * p + cp.sum(cp.multiply(np.broadcast_to(rho, len(target)) / 2,
+                                                                  cp.square(t - target)))
     # A fixed injection as an equality: as two opposite inequalities the interior-point
     # solver can run out of iterations short of the optimum (seed 71347, m = 7).
     injection = [p == p_min] if p_min == p_max else [p >= p_min, p <= p_max]
@@ -53,19 +55,27 @@ def _clarabel(target, lo, hi, a, b, p_min, p_max, rho):
 
 def _local_objective(t, target, a, b, rho):
     p = t.sum()
-    return 0.5 * a * p**2 + b * p + rho / 2 * ((t - target) ** 2).sum()
+    return 0.5 * a * p**2 + b * p + (rho / 2 * (t - target) ** 2).sum()
 
 
+@pytest.mark.parametrize("per_trade", [False, True], ids=["agent-rho", "trade-rho"])
 @pytest.mark.parametrize("max_newton", [16, 0], ids=["newton", "sorted-search"])
 @settings(max_examples=60, deadline=None)
 @given(seed=st.integers(0, 2**32 - 1), m=st.integers(1, 12), linear=st.booleans(),
        tight=st.booleans())
-def test_local_solve_matches_qp_solver(max_newton, seed, m, linear, tight):
+def test_local_solve_matches_qp_solver(max_newton, per_trade, seed, m, linear, tight):
+    """With the agent's penalty or one per trade (``admm_pairwise``: spread over six
+    orders of magnitude)."""
     target, lo, hi, a, b, p_min, p_max, rho, guess = _random_local_problem(seed, m, linear, tight)
     # Closed trades (lo = hi = 0) pad every problem to one compiled shape.
     pad = (0, M_MAX - m)
+    if per_trade:
+        rho = rho * 10.0 ** np.random.default_rng(seed).uniform(-3, 3, m)
+        solved_rho = jnp.asarray(np.pad(rho, pad, constant_values=1.0))
+    else:
+        solved_rho = rho
     decision = solve(*(jnp.asarray(np.pad(v, pad)) for v in (target, lo, hi)), a, b, p_min, p_max,
-                     rho, guess, max_newton=max_newton)
+                     solved_rho, guess, max_newton=max_newton)
     t = np.asarray(decision.trades)[:m]
     scale = 1.0 + np.abs(target).max() + np.abs(hi).max() + np.abs(lo).max()
     # Feasibility (exact up to rounding).
@@ -97,6 +107,20 @@ def test_newton_steps_count_the_loop():
                                                       for s in range(5)])]
     assert 1 <= int(solve(*problem).newton_steps) <= 16
     assert int(solve(*problem, max_newton=0).newton_steps) == 0
+
+
+def test_equal_trade_penalties_are_the_agent_penalty():
+    """One penalty per trade, all equal to the agent's: the same decisions (the per-trade
+    path sums 1 / rho_m where the agent's path divides a count by rho)."""
+    rng = np.random.default_rng(3)
+    problem = _random_batch(rng, (30, 25, 25))
+    agent = solve(*map(jnp.asarray, problem))
+    rho = problem[7]
+    per_trade = problem[:7] + [np.broadcast_to(rho[..., None], problem[0].shape)] + problem[8:]
+    trade = solve(*map(jnp.asarray, per_trade))
+    scale = np.abs(problem[0]).max() + np.abs(problem[2]).max()
+    np.testing.assert_allclose(trade.trades, agent.trades, rtol=0, atol=1e-12 * scale)
+    np.testing.assert_allclose(trade.perceived_price, agent.perceived_price, rtol=1e-12, atol=1e-12)
 
 
 def test_batched_agents_are_independent():

@@ -61,7 +61,7 @@ class ADMMState(NamedTuple):
     trades: jax.Array  # (B, N, N) p_nm; (B, N, D) on neighbour lists; (B, 3, N, N) reserve
     prices: jax.Array  # lambda_nm, same layout
     local: Any  # what the local update keeps (P2P: power p_n and perceived price mu_n)
-    rho: jax.Array  # (B,) penalty of the next iteration
+    rho: jax.Array  # (B,) penalty of the next iteration; admm_pairwise: one per trade
     count: jax.Array  # (B,) iterations done
     stopping: Any = None  # local stopping rules: local_stopping.LocalStop (None: global)
 
@@ -114,9 +114,11 @@ class TradeUpdate:
 
     @staticmethod
     def solve(problem, consensus, prices, rho, local: AgentState):
+        """``rho``: (B,) one penalty per case, or one per trade (the layout of the trades)."""
         community = problem.community if isinstance(problem, NeighbourLists) else problem
-        rho = rho[:, None]
-        target = consensus + (prices - community.charge) / rho[..., None]
+        per_trade = rho.ndim == consensus.ndim
+        rho = rho if per_trade else rho[:, None]
+        target = consensus + (prices - community.charge) / (rho if per_trade else rho[..., None])
         target = jnp.where(community.edges, target, 0.0)
         decision = solve_agents(target, community.trade_min, community.trade_max, community.a,
                                 community.b, community.p_min, community.p_max, rho,
@@ -302,8 +304,15 @@ class ConsensusADMM(Algorithm):
         factor = self.rho_balance_factor
         rho = jnp.where(due & (primal > self.rho_balance * dual), rho * factor,
                         jnp.where(due & (dual > self.rho_balance * primal), rho / factor, rho))
+        return self.bounded(params, rho)
+
+    @staticmethod
+    def bounded(params: ADMMParams, rho):
+        """An adapted penalty within a factor eps^(-1/3) of the initial one (module doc);
+        ``rho``: (B,) or one per trade."""
         limit = float(jnp.finfo(rho.dtype).eps) ** (-1 / 3)
-        return jnp.clip(rho, params.rho / limit, params.rho * limit)
+        initial = params.rho.reshape((-1,) + (1,) * (rho.ndim - 1))
+        return jnp.clip(rho, initial / limit, initial * limit)
 
     def residuals(self, problem, params, previous: ADMMState, current: ADMMState) -> Residuals:
         _, reverse = self.local.layout(problem)

@@ -26,7 +26,7 @@ import jax.numpy as jnp
 
 from jaxmarket.algorithms.admm import ADMMState
 from jaxmarket.algorithms.base import hyperparameter
-from jaxmarket.algorithms.centred import CertifiedADMM, batch_norm
+from jaxmarket.algorithms.centred import CertifiedADMM, batch_norm, per_case
 from jaxmarket.schema import number
 
 
@@ -63,7 +63,7 @@ class RelaxedADMM(CertifiedADMM):
         trades, local = self.local.solve(problem, centre, state.prices, state.rho, local)
         alpha = self.relaxation
         consensus = alpha * 0.5 * (trades - reverse(trades)) + (1 - alpha) * centre
-        rho = state.rho.reshape((-1,) + (1,) * (trades.ndim - 1))
+        rho = state.rho if state.rho.ndim == trades.ndim else per_case(state.rho, trades)
         prices = state.prices - 0.5 * alpha * rho * (trades + reverse(trades))
         count = state.count + 1
         return ADMMState(trades, jnp.where(edges, prices, 0.0),
