@@ -1,11 +1,12 @@
 """Learned tunings: an algorithm's continuous parameters fitted to a study's communities.
 
 The knobs are the continuous hyperparameters of an algorithm: ADMM's penalty rho (the
-initial one under residual balancing) and, for ``admm_relaxed``, the relaxation; RCI's and
-PCMBED's ``[c, p]`` of the four sequences ``c / k^p`` (alpha, beta, eta, delta), or with
-``constant`` only their scales c (p = 0: a tuning that a truncated surrogate cannot buy
-with gains that decay after K iterations). Scales (rho, every c) are optimised as
-logarithms, exponents and the relaxation as themselves, each kept within a box (``Knob``).
+initial one under residual balancing) and, for ``admm_relaxed`` and ``admm_pairwise``, the
+relaxation; RCI's and PCMBED's ``[c, p]`` of the four sequences ``c / k^p`` (alpha, beta,
+eta, delta), or with ``constant`` only their scales c (p = 0: a tuning that a truncated
+surrogate cannot buy with gains that decay after K iterations). Scales (rho, every c) are
+optimised as logarithms, exponents and the relaxation as themselves, each kept within a box
+(``Knob``).
 
 The surrogate of a tuning on a batch of communities is, per case, the log of
 

@@ -101,9 +101,12 @@ def test_residual_balancing_is_an_admm_option():
     assert "rho_balance" not in resolve({}, "study").config["solver"]
     with pytest.raises(InputError, match="^solver.rho_balance: must be 0 .fixed rho. or a ratio"):
         resolve({"solver": {"rho_balance": 0.5}}, "study")
-    with pytest.raises(InputError, match="^solver.rho_balance: residual balancing is an option "
-                                         "of the P2P consensus ADMM family"):
-        resolve({"solver": {"algorithm": "rci", "rho_balance": 3}}, "study")
+    for algorithm in ("rci", "admm_pairwise"):
+        with pytest.raises(InputError, match="^solver.rho_balance: residual balancing is an "
+                                             "option of admm, admm_relaxed, admm_fast, "
+                                             "admm_anderson, endogenous_dc, ") as error:
+            resolve({"solver": {"algorithm": algorithm, "rho_balance": 3}}, "study")
+        assert "pairwise" not in str(error.value)
     with pytest.raises(InputError, match="^solver.rho_balance_factor: must be > 1"):
         resolve({"solver": {"rho_balance_factor": 1}}, "study")
 

@@ -21,6 +21,7 @@ REGISTRY = {  # name -> "module:Class" in this package
     "admm_relaxed": "admm_relaxed:RelaxedADMM",
     "admm_fast": "admm_fast:FastADMM",
     "admm_anderson": "admm_anderson:AndersonADMM",
+    "admm_pairwise": "admm_pairwise:PairwiseADMM",
     "rci": "rci:RCI",
     "pcmbed": "rci:PCMBED",
     "ced": "ced:CED",

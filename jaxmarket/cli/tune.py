@@ -32,7 +32,8 @@ app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, rich_mar
 def tune(
     file: Path = typer.Argument(..., metavar="FILE", help="Study file (TOML)."),
     algorithm: str = typer.Option(..., metavar="NAME", help="Algorithm to tune (rci, pcmbed, "
-                                  "admm, admm_relaxed, admm_fast, admm_anderson, ced, ced_mean)."),
+                                  "admm, admm_relaxed, admm_fast, admm_anderson, admm_pairwise, "
+                                  "ced, ced_mean)."),
     set_: Optional[list[str]] = typer.Option(None, "--set", metavar="KEY=VALUE", help=SET_HELP),
     out: Optional[Path] = typer.Option(None, metavar="DIR",
                                        help="Output directory (default outputs/tune-STUDY-NAME)."),

@@ -39,6 +39,7 @@ from typing import Any, Iterable
 
 import jax
 
+from jaxmarket import algorithms
 from jaxmarket.algorithms.rci import tuned
 from jaxmarket.asynchrony import check_algorithm as check_async_algorithm
 from jaxmarket.cases import locate
@@ -241,8 +242,10 @@ def _check_cell(cell: Cell) -> None:
         check_reserve_algorithm(algorithm)
     if cell.values.get("solver.rho_balance") and (
             "rho_balance" not in {f.name for f in algorithm.declarations()} or cell.reserve):
-        raise InputError("solver.rho_balance", "residual balancing is an option of the P2P "
-                                               "consensus ADMM family (no [reserve]) only")
+        balanced = [name for name in algorithms.names()
+                    if "rho_balance" in {f.name for f in algorithms.get(name).declarations()}]
+        raise InputError("solver.rho_balance", f"residual balancing is an option of "
+                                               f"{', '.join(balanced)} (P2P, no [reserve]) only")
     if cell.values.get("solver.stopping", "global") != "global" and (
             algorithm.name != "admm" or cell.reserve or algorithm.rho_balance):
         raise InputError("solver.stopping", "local stopping rules are an option of P2P consensus "
