@@ -75,7 +75,7 @@ def test_training_cases_shrink_with_trades():
     assert [tuning.cases_for(n, 25, 16) for n in (25, 50, 100, 300)] == [16, 4, 2, 2]
 
 
-@pytest.mark.parametrize("algorithm", ["rci", "admm_relaxed"])
+@pytest.mark.parametrize("algorithm", ["rci", "admm_relaxed", "admm_pairwise"])
 def test_gradient_matches_finite_differences(tmp_path, cases, algorithm):
     base, (train, _) = base_algorithm(tmp_path, algorithm), cases
     chosen = tuning.knobs(base)

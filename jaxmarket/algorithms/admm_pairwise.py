@@ -76,7 +76,11 @@ class PairwiseADMM(RelaxedADMM):
         # sqrt(a^2 + b^2) was seen to differ between the two ends in the last bit.
         dual = jnp.hypot(change, reverse(change))
         step = self.pair_rho_step
-        moved = dual > 0
-        factor = jnp.clip(jnp.sqrt(primal / jnp.where(moved, dual, 1.0)), 1 / step, step)
-        factor = jnp.where(moved, factor, jnp.where(primal > 0, step, 1.0))
+        moved, apart = dual > 0, primal > 0
+        # The square root only of positive ratios: its derivative at 0 is infinite, and
+        # `jaxmarket tune` differentiates through this rule.
+        both = moved & apart
+        ratio = jnp.sqrt(jnp.where(both, primal, 1.0) / jnp.where(both, dual, 1.0))
+        factor = jnp.where(both, jnp.clip(ratio, 1 / step, step),
+                           jnp.where(moved, 1 / step, jnp.where(apart, step, 1.0)))
         return self.bounded(params, state.rho * factor)
