@@ -17,9 +17,9 @@ rest of the file is kept; ``--quick`` only prints):
   from (``markets.lanes.neighbour_widths``).
 - ``cases``: whole cases solved to the tolerance, as a study solves them (random
   communities with unit distance charges, residual-balanced ADMM and ADMM with pairwise
-  penalties, eps = 1e-4, the continuous driver with its lane utilisation), against the centralized problem solved
-  case by case with cvxpy + Clarabel (model building included: what a user would
-  otherwise run; the test oracle ``tests/oracle.py``, tight tolerances).
+  penalties, eps = 1e-4, the continuous driver with its lane utilisation), against the
+  centralized problem solved case by case with cvxpy + Clarabel (model building included:
+  what a user would otherwise run; the test oracle ``tests/oracle.py``, tight tolerances).
 - ``outcome``: the outcome engine (``algorithm = "exact"``) against Clarabel's direct API,
   one core each, interleaved (``bench.outcome``, run in a child pinned to one core with
   XLA on one thread).

@@ -10,15 +10,30 @@ from jaxmarket.algorithms.admm import ConsensusADMM
 from jaxmarket.algorithms.admm_relaxed import RelaxedADMM
 from jaxmarket.driver import DriverOptions, iterate
 from jaxmarket.errors import InputError
+from jaxmarket.neighbours import NeighbourLists
 from jaxmarket.study.config import solver_options
 from test_admm import assert_feasible, clarabel_gaps
 
 EPS = 1e-6
 
 
-def run(community, algorithm, max_iter=20_000):
+def run(problem, algorithm, max_iter=20_000):
+    """``problem``: a community or its neighbour lists."""
+    community = problem.community if isinstance(problem, NeighbourLists) else problem
     params = algorithm.params(community.n_cases, jnp.float64)
-    return iterate(algorithm.static(), community, params, DriverOptions(max_iter, 1))
+    return iterate(algorithm.static(), problem, params, DriverOptions(max_iter, 1))
+
+
+def assert_relaxed_optimum(community, result):
+    """Every case of an over-relaxed variant converged to the Clarabel optimum, at the
+    consensus trades it solved against."""
+    assert np.asarray(result.converged).all()
+    local, consensus, distance = result.state.local
+    assert np.all(np.asarray(distance) <= EPS)  # stopped at the centre it solved against
+    assert_feasible(community, result._replace(state=result.state._replace(local=local)), EPS)
+    # At the fixed point the consensus trades are the trades.
+    np.testing.assert_allclose(np.asarray(consensus), np.asarray(result.state.trades), atol=1e-5)
+    assert clarabel_gaps(community, result.state.trades).max() <= 1e-6
 
 
 @pytest.mark.parametrize("charges", [False, True], ids=["no-charges", "charges"])
@@ -27,14 +42,7 @@ def test_relaxed_admm_matches_clarabel(charges):
     converges to the Clarabel optimum."""
     community = random_batch(31 + charges, 24, charges=charges)
     algorithm = RelaxedADMM(eps_primal=EPS, eps_dual=EPS, rho_balance=3.0 if charges else 0.0)
-    result = run(community, algorithm)
-    assert np.asarray(result.converged).all()
-    local, consensus, distance = result.state.local
-    assert np.all(np.asarray(distance) <= EPS)  # stopped at the centre it solved against
-    assert_feasible(community, result._replace(state=result.state._replace(local=local)), EPS)
-    # At the fixed point the consensus trades are the trades.
-    np.testing.assert_allclose(np.asarray(consensus), np.asarray(result.state.trades), atol=1e-5)
-    assert clarabel_gaps(community, result.state.trades).max() <= 1e-6
+    assert_relaxed_optimum(community, run(community, algorithm))
 
 
 def test_relaxation_one_is_plain_admm():

@@ -42,8 +42,9 @@ def _clarabel(target, lo, hi, a, b, p_min, p_max, rho):
     """``rho``: the agent's penalty, or one per trade."""
     t = cp.Variable(len(target))
     p = cp.sum(t)
-    objective = 0.5 * a * cp.square(p) + b * p + cp.sum(cp.multiply(np.broadcast_to(rho, len(target)) / 2,
-                                                                  cp.square(t - target)))
+    penalties = np.broadcast_to(rho, len(target))
+    objective = (0.5 * a * cp.square(p) + b * p
+                 + cp.sum(cp.multiply(penalties / 2, cp.square(t - target))))
     # A fixed injection as an equality: as two opposite inequalities the interior-point
     # solver can run out of iterations short of the optimum (seed 71347, m = 7).
     injection = [p == p_min] if p_min == p_max else [p >= p_min, p <= p_max]
