@@ -52,6 +52,7 @@ class _LocalProblem(NamedTuple):
     p_min: jax.Array
     p_max: jax.Array
     rho: jax.Array  # (...), or (..., M): one penalty per trade
+    inverse_rho: jax.Array | None  # (..., M) 1 / rho_m with one penalty per trade, else None
     # Breakpoints, computed once per solve: trade m is free for kink_lo < mu < kink_hi
     # (at hi below, at lo above); the injection is free between its two kinks.
     kink_lo: jax.Array  # (..., M)
@@ -62,7 +63,9 @@ class _LocalProblem(NamedTuple):
     @classmethod
     def build(cls, target, lo, hi, a, b, p_min, p_max, rho):
         rho_t = rho if rho.ndim == target.ndim else rho[..., None]
-        return cls(target, lo, hi, a, b, p_min, p_max, rho, rho_t * (target - hi),
+        # Per trade, the slope of every Newton step sums the free 1 / rho_m: divided once.
+        inverse = 1.0 / rho if rho.ndim == target.ndim else None
+        return cls(target, lo, hi, a, b, p_min, p_max, rho, inverse, rho_t * (target - hi),
                    rho_t * (target - lo), b + a * p_min, b + a * p_max)
 
     @property
@@ -96,7 +99,7 @@ class _LocalProblem(NamedTuple):
         has_slope = n_free > 0
         # Free injection: total - slope mu = (mu - b)/a, multiplied through by a.
         if self.per_trade:
-            slope = jnp.where(free, 1.0 / self.rho, 0.0).sum(-1)  # sum of the free 1 / rho_m
+            slope = jnp.where(free, self.inverse_rho, 0.0).sum(-1)  # sum of the free 1 / rho_m
             mu_free = (self.a * total + self.b) / (1.0 + self.a * slope)
             mu_fixed = (total - bound) / jnp.where(has_slope, slope, 1.0)
         else:  # slope = n_free / rho
