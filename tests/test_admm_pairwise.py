@@ -56,13 +56,16 @@ def test_on_neighbour_lists_matches_the_dense_layout():
 def test_registered_with_its_own_rule_instead_of_residual_balancing():
     assert algorithms.get("admm_pairwise") is PairwiseADMM
     declared = {f.name for f in PairwiseADMM.declarations()}
-    assert {"rho", "relaxation", "pair_rho_step"} <= declared
+    assert {"rho", "relaxation", "pair_rho_stiffen", "pair_rho_soften"} <= declared
     assert not declared & {"rho_balance", "rho_balance_factor", "rho_balance_every"}
-    assert algorithms.solver_schema()["pair_rho_step"].default == 1.5
-    assert (solver_options({"algorithm": "admm_pairwise", "pair_rho_step": 2.0})
-            == PairwiseADMM(pair_rho_step=2.0))
-    with pytest.raises(InputError, match="solver.pair_rho_step: must be > 1"):
-        solver_options({"algorithm": "admm_pairwise", "pair_rho_step": 1.0})
+    schema = algorithms.solver_schema()
+    assert (schema["pair_rho_stiffen"].default, schema["pair_rho_soften"].default) == (3.0, 1.5)
+    assert (solver_options({"algorithm": "admm_pairwise", "pair_rho_stiffen": 2.0,
+                            "pair_rho_soften": 1.25})
+            == PairwiseADMM(pair_rho_stiffen=2.0, pair_rho_soften=1.25))
+    for key in ("pair_rho_stiffen", "pair_rho_soften"):
+        with pytest.raises(InputError, match=f"solver.{key}: must be > 1"):
+            solver_options({"algorithm": "admm_pairwise", key: 1.0})
     community = random_batch(1, 2)
     with pytest.raises(InputError, match="solver.rho_balance: admm_pairwise balances"):
         run(community, PairwiseADMM(rho_balance=3.0))

@@ -41,8 +41,9 @@ def study_file(folder, text=STUDY):
     return path
 
 
-def base_algorithm(folder, algorithm):
-    return load_study(study_file(folder), [f"solver.algorithm={algorithm}"]).cells[0].algorithm
+def base_algorithm(folder, algorithm, *overrides):
+    return load_study(study_file(folder), [f"solver.algorithm={algorithm}", *overrides]
+                      ).cells[0].algorithm
 
 
 # One shape for every surrogate program of the module, the end-to-end tune's included (4
@@ -75,9 +76,14 @@ def test_training_cases_shrink_with_trades():
     assert [tuning.cases_for(n, 25, 16) for n in (25, 50, 100, 300)] == [16, 4, 2, 2]
 
 
-@pytest.mark.parametrize("algorithm", ["rci", "admm_relaxed", "admm_pairwise"])
-def test_gradient_matches_finite_differences(tmp_path, cases, algorithm):
-    base, (train, _) = base_algorithm(tmp_path, algorithm), cases
+# admm_pairwise at the symmetric rule: at its default stiffening (3) the 30-iteration
+# surrogate has kinks (rule clips, bounds) within 1e-5 of the start, where central
+# differences at h = 1e-5 and 1e-6 differ by 10 % and agree with the gradient only at 1e-7
+# (measured); the rule's code is the same at any factor.
+@pytest.mark.parametrize("algorithm, overrides", [
+    ("rci", ()), ("admm_relaxed", ()), ("admm_pairwise", ("solver.pair_rho_stiffen=1.5",))])
+def test_gradient_matches_finite_differences(tmp_path, cases, algorithm, overrides):
+    base, (train, _) = base_algorithm(tmp_path, algorithm, *overrides), cases
     chosen = tuning.knobs(base)
     loss, value_and_grad = tuning.loss_function(base, chosen, UNROLL)
     x = jnp.asarray(tuning.start(base, chosen))
