@@ -91,18 +91,19 @@ class _LocalProblem(NamedTuple):
                          (self.kink_lo < m) & (m <= self.kink_hi))
         fixed = jnp.where(m <= self.kink_lo, self.hi, self.lo)
         total = jnp.where(free, self.target, fixed).sum(-1)  # sum t = total - slope mu
-        n_free = free.sum(-1).astype(mu.dtype)
         i_lo, i_hi = self.injection_lo, self.injection_hi
         injection_free = (self.a > 0) & jnp.where(right, (i_lo <= mu) & (mu < i_hi),
                                                    (i_lo < mu) & (mu <= i_hi))
         bound = jnp.where(jnp.where(right, mu < i_lo, mu <= i_lo), self.p_min, self.p_max)
-        has_slope = n_free > 0
         # Free injection: total - slope mu = (mu - b)/a, multiplied through by a.
         if self.per_trade:
             slope = jnp.where(free, self.inverse_rho, 0.0).sum(-1)  # sum of the free 1 / rho_m
+            has_slope = slope > 0  # every 1 / rho_m is positive: some trade is free
             mu_free = (self.a * total + self.b) / (1.0 + self.a * slope)
             mu_fixed = (total - bound) / jnp.where(has_slope, slope, 1.0)
         else:  # slope = n_free / rho
+            n_free = free.sum(-1).astype(mu.dtype)
+            has_slope = n_free > 0
             mu_free = (self.a * total + self.b) / (1.0 + self.a * n_free / self.rho)
             mu_fixed = self.rho * (total - bound) / jnp.where(has_slope, n_free, 1.0)
         infinite = jnp.where(right, jnp.inf, -jnp.inf)
