@@ -1,12 +1,13 @@
 """Learned tunings: an algorithm's continuous parameters fitted to a study's communities.
 
 The knobs are the continuous hyperparameters of an algorithm: ADMM's penalty rho (the
-initial one under residual balancing) and, for ``admm_relaxed`` and ``admm_pairwise``, the
-relaxation; RCI's and PCMBED's ``[c, p]`` of the four sequences ``c / k^p`` (alpha, beta,
-eta, delta), or with ``constant`` only their scales c (p = 0: a tuning that a truncated
-surrogate cannot buy with gains that decay after K iterations). Scales (rho, every c) are
-optimised as logarithms, exponents and the relaxation as themselves, each kept within a box
-(``Knob``).
+initial one under residual balancing), the relaxation of ``admm_relaxed`` and
+``admm_pairwise`` and the two largest factors of ``admm_pairwise``'s rule; RCI's and
+PCMBED's ``[c, p]`` of the four sequences ``c / k^p`` (alpha, beta, eta, delta), or with
+``constant`` only their scales c (p = 0: a tuning that a truncated surrogate cannot buy
+with gains that decay after K iterations). Scales (rho, every c) are optimised as
+logarithms, exponents, the relaxation and the factors as themselves, each kept within a
+box (``Knob``).
 
 The surrogate of a tuning on a batch of communities is, per case, the log of
 
@@ -107,6 +108,9 @@ def knobs(algorithm: Algorithm, constant: bool = False) -> tuple[Knob, ...]:
         found.append(Knob("rho", None, True, 1e-4, 1e4))
     if "relaxation" in fields:
         found.append(Knob("relaxation", None, False, 0.05, 1.95))
+    for factor in ("pair_rho_stiffen", "pair_rho_soften"):  # admm_pairwise's rule
+        if factor in fields:
+            found.append(Knob(factor, None, False, 1.05, 10.0))
     if not found:
         raise InputError("--algorithm", f"{algorithm.name} has no continuous parameter to tune")
     return tuple(found)

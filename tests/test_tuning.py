@@ -96,6 +96,12 @@ def test_gradient_matches_finite_differences(tmp_path, cases, algorithm, overrid
         assert float(gradient[j]) == pytest.approx(slope, rel=1e-4, abs=1e-6), chosen[j].name
 
 
+def test_pairwise_rule_factors_are_knobs(tmp_path):
+    knobs = tuning.knobs(base_algorithm(tmp_path, "admm_pairwise"))
+    assert [k.name for k in knobs] == ["rho", "relaxation", "pair_rho_stiffen", "pair_rho_soften"]
+    assert [(k.log, k.box) for k in knobs[2:]] == [(False, (1.05, 10.0))] * 2
+
+
 @pytest.mark.parametrize("algorithm, knob_names", [
     ("rci", ["alpha_c", "alpha_p", "beta_c", "beta_p", "eta_c", "eta_p", "delta_c", "delta_p"]),
     ("admm", ["rho"])])
