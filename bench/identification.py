@@ -35,13 +35,14 @@ ALGORITHMS = {
 
 def identification(algorithm, community, max_iter: int = 10_000):
     """(iterations, identification iteration) of every case."""
-    n_cases = community.a.shape[0]
+    n_cases = community.n_cases
     static, params = algorithm.static(), algorithm.params(n_cases, jnp.float64)
     result = iterate(static, community, params, DriverOptions(max_iter=max_iter))
     iterations = np.asarray(result.iterations)
     edges = np.asarray(community.edges)
     final = (np.asarray(result.state.trades) != 0) & edges
-    state, step = static.init(community, params), jax.jit(lambda s: static.step(community, params, s))
+    state = static.init(community, params)
+    step = jax.jit(lambda s: static.step(community, params, s))
     identified = np.zeros(n_cases, int)
     for k in range(1, iterations.max() + 1):
         state = step(state)
@@ -56,7 +57,8 @@ def main(argv=None) -> None:
     parser.add_argument("--cases", type=int, default=100)
     args = parser.parse_args(argv)
     print(f"N = {args.n_agents}, {args.cases} cases, eps = 1e-4; medians over the cases\n")
-    print("| charges | algorithm | iterations | identification | after it | identification / iterations |")
+    print("| charges | algorithm | iterations | identification | after it "
+          "| identification / iterations |")
     print("|---|---|---:|---:|---:|---:|")
     for charge in (1.0, 0.0):
         community = api.generate(args.n_agents, range(args.cases), charge_per_distance=charge)
