@@ -8,7 +8,8 @@ rest of the file is kept; ``--quick`` only prints):
 
 - ``kernel``: the ADMM kernel at a fixed number of iterations vs N and batch size:
   case-iterations/s, trade updates/s, compile time, and the ratio against the per-case
-  NumPy loop in the same process (``bench.admm_kernel``).
+  NumPy loop in the same process (``bench.admm_kernel``, in a child pinned to one core
+  with XLA on one thread).
 - ``parts``: where the kernel's time goes: the driver's bookkeeping, the exact local
   solve against two plain Newton passes, Newton steps per iteration and the cost of one
   step (``bench.kernel_parts``, in a child pinned to one core with XLA on one thread).
@@ -45,7 +46,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bench import admm_kernel
 from bench.admm_kernel import cpu_model, kernel_version, repeat, write_section
 from jaxmarket import neighbours
 from jaxmarket.algorithms.admm import ADMMParams, ConsensusADMM
@@ -58,7 +58,7 @@ from jaxmarket.markets.lanes import default_block_size
 ROOT = Path(__file__).resolve().parents[1]
 SECTIONS = ("kernel", "parts", "layouts", "cases", "outcome", "compile", "end-to-end")
 DEFAULT = ("kernel", "parts", "layouts", "cases", "outcome", "compile")
-# One core and one XLA thread for the per-core comparison with Clarabel.
+# One core and one XLA thread: per-core comparisons (NumPy, Clarabel) on a shared machine.
 ONE_THREAD = {"XLA_FLAGS": "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1",
               "OMP_NUM_THREADS": "1"}
 UNIT_CHARGES = GeneratorParams(charge_per_distance=1.0)
@@ -155,14 +155,14 @@ def cases(quick: bool, dtype) -> list[str]:
     return lines
 
 
-def _one_core(module: str, quick: bool, *args: str) -> list[str]:
-    """The table lines ``python -m module`` prints, run in a child pinned to one core with
-    XLA on one thread."""
+def _one_core(module: str, quick: bool, *args: str, capture: bool = True) -> list[str]:
+    """``python -m module`` in a child pinned to one core with XLA on one thread: the table
+    lines it prints (``capture``), else its output passed through."""
     pin = ["taskset", "-c", "0"] if shutil.which("taskset") else []
     child = subprocess.run([*pin, sys.executable, "-m", module, *["--quick"] * quick, *args],
                            cwd=ROOT, env=dict(os.environ, **ONE_THREAD), check=True,
-                           stdout=subprocess.PIPE, text=True)
-    return [line for line in child.stdout.splitlines() if line.startswith("|")]
+                           stdout=subprocess.PIPE if capture else None, text=True)
+    return [line for line in child.stdout.splitlines() if line.startswith("|")] if capture else []
 
 
 def outcome(quick: bool, dtype) -> list[str]:
@@ -197,7 +197,8 @@ def main(argv=None) -> None:
     command = "python -m bench.run" + " --quick" * args.quick + (
         f" --dtype {args.dtype}" if args.dtype != "float64" else "")
     if "kernel" in chosen:
-        admm_kernel.main(["--quick"] * args.quick + ["--dtype", args.dtype])
+        # It writes its own section of RESULTS.md.
+        _one_core("bench.admm_kernel", args.quick, "--dtype", args.dtype, capture=False)
     for name, measure, title, notes in (
             ("parts", parts, "Where the kernel's time goes",
              [f"- Pinned: `taskset -c 0` (when available), `XLA_FLAGS={ONE_THREAD['XLA_FLAGS']}`",
