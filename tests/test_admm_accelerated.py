@@ -77,6 +77,19 @@ def test_fast_admm_without_momentum_is_plain_admm():
                                atol=1e-9, rtol=0)
 
 
+def test_fast_admm_momentum_acts():
+    """At the default restart factor momentum is used: the iterates leave ADMM's, and on
+    these cases without charges the total iteration count falls (18 063 to 15 537 when
+    written), every case at the optimum."""
+    community = random_batch(7, 6, sizes=(3, 20))
+    fast = run(community, FastADMM(eps_primal=EPS, eps_dual=EPS))
+    assert_optimal(community, fast)
+    plain = run(community, ConsensusADMM(eps_primal=EPS, eps_dual=EPS))
+    fast_iterations, plain_iterations = np.asarray(fast.iterations), np.asarray(plain.iterations)
+    assert not np.array_equal(fast_iterations, plain_iterations)
+    assert fast_iterations.sum() < plain_iterations.sum()
+
+
 def test_anderson_steps_are_safeguarded():
     """Anderson's memory is used (extrapolated centres accepted) and ADMM's iterates differ;
     with a safeguard factor or a summable bound no residual can meet, every extrapolation
@@ -87,7 +100,11 @@ def test_anderson_steps_are_safeguarded():
     refused = run(community, AndersonADMM(anderson_safeguard=1e-300, eps_primal=EPS,
                                           eps_dual=EPS))
     assert_optimal(community, refused)
+    assert (np.asarray(refused.state.local.extrapolations) == 0).all()
     plain = run(community, ConsensusADMM(eps_primal=EPS, eps_dual=EPS))
+    # At fixed rho the memory is never cleared: the count covers the whole run.
+    assert (np.asarray(accelerated.state.local.extrapolations) > 0).all()
+    assert not np.array_equal(np.asarray(accelerated.iterations), np.asarray(plain.iterations))
     # A refused extrapolation costs one iteration: about twice ADMM's count.
     assert np.all(np.asarray(refused.iterations) >= np.asarray(plain.iterations))
     # A summable bound no residual can meet refuses them all as well, the same way.

@@ -36,10 +36,12 @@ def admm_params(n, eps=1e-6):
 
 
 def assert_same_results(expected, result):
-    for path, want, got in zip(jax.tree_util.tree_leaves_with_path(expected._replace(lane_iterations=0)),
-                               jax.tree_util.tree_leaves(expected._replace(lane_iterations=0)),
-                               jax.tree_util.tree_leaves(result._replace(lane_iterations=0))):
-        np.testing.assert_array_equal(np.asarray(got), np.asarray(want), err_msg=str(path[0]))
+    expected, result = expected._replace(lane_iterations=0), result._replace(lane_iterations=0)
+    # The same leaves first: a leaf missing on one side (e.g. a None trace) would be skipped.
+    assert jax.tree_util.tree_structure(result) == jax.tree_util.tree_structure(expected)
+    for (path, want), got in zip(jax.tree_util.tree_leaves_with_path(expected),
+                                 jax.tree_util.tree_leaves(result)):
+        np.testing.assert_array_equal(np.asarray(got), np.asarray(want), err_msg=str(path))
 
 
 @pytest.mark.parametrize("check_every, trace_every, refill_every", [(1, 0, 1), (1, 10, 16), (3, 6, 10)])
