@@ -36,7 +36,9 @@ def _case(community: Community, index: int):
 
 def _solve(problem: cp.Problem, settings=TIGHT):
     problem.solve(solver=cp.CLARABEL, **settings)
-    if problem.status not in (cp.OPTIMAL, cp.OPTIMAL_INACCURATE):
+    # Only a solution at the requested tolerances is a reference (every solve of the suite
+    # reaches OPTIMAL; an inaccurate one would blur the tolerances the tests assert).
+    if problem.status != cp.OPTIMAL:
         raise RuntimeError(f"Clarabel: {problem.status}")
 
 

@@ -50,24 +50,34 @@ def assert_feasible(community, result, eps):
 def solved_batch(request):
     """27 random cases each (sizes 3-40, sparsity 0/0.3/0.6, a third with prosumers)."""
     community = random_batch(11 + request.param, 27, charges=request.param)
-    # 6000 iterations: every case without charges converges within 500; with charges the
-    # drifting cases are within 5e-5 of the optimum from about 5000 on.
+    # 6000 iterations: every case without charges converges within 500; with charges 12
+    # converge and the drifting ones are within 5e-5 of the optimum from about 5000 on.
     return request.param, community, run_admm(community, max_iter=6000)
 
 
 def test_admm_matches_clarabel(solved_batch):
+    """Every case flagged converged is at the Clarabel optimum; with charges, enough cases
+    converge for that to be checked, and the others are near-reciprocal and near-optimal."""
     charges, community, result = solved_batch
     assert not np.any(np.asarray(result.diverged))
     assert_feasible(community, result, EPS)
     gaps = clarabel_gaps(community, result.state.trades)
-    assert max(gaps) <= 1e-4, gaps
     converged = np.asarray(result.converged)
+    # Measured max gap of converged cases: 3.2e-8 without charges, 5.9e-9 with.
+    assert gaps[converged].max() <= 3e-7, gaps[converged]
     if not charges:
-        # Without charges the optimum is reached fast; with charges a few cases drift for
-        # tens of thousands of iterations along zero-curvature trade cycles (documented),
-        # yet every iterate is within the tolerance above.
+        # Without charges the optimum is reached fast (every case within 500 iterations).
         assert converged.all()
-        assert max(gaps) <= 1e-6
+        return
+    # With charges a few cases drift for tens of thousands of iterations along
+    # zero-curvature trade cycles (documented). Measured: 12 of 27 converge (one at
+    # iteration 5991 of 6000, hence the margin); the others end at a gap of 7e-9 to 3.5e-5
+    # with a reciprocity mismatch up to 1.3e-5 MW: nearly feasible and within 1e-4.
+    assert converged.sum() >= 10, converged
+    trades = np.asarray(result.state.trades)[~converged]
+    mismatch = np.sqrt(((trades + np.swapaxes(trades, -1, -2)) ** 2).sum((-1, -2)))
+    assert mismatch.max() <= 1e-4, mismatch
+    assert gaps[~converged].max() <= 1e-4, gaps[~converged]
 
 
 def clarabel_gaps(community, trades):

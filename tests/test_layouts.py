@@ -167,9 +167,10 @@ def test_without_charges_every_layout_reaches_the_pool(free_market):
                                * len(LAYOUTS), rtol=1e-7)
 
 
-def test_hub_layouts_match_clarabel(free_market, charged_market):
+def test_every_layout_matches_clarabel(free_market, charged_market):
+    # Measured: relative gaps up to 1.7e-9 over the 48 cases (Clarabel: 1 s in all).
     for community, result in (free_market, charged_market):
-        for i in range(2 * len(CASES), community.n_cases):  # the hub layouts
+        for i in range(community.n_cases):  # every layout, layout-major
             expected = clarabel_p2p(community, i)["objective"]
             assert abs(result.rows["objective"][i] - expected) <= 1e-7 * max(1, abs(expected))
 

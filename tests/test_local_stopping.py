@@ -1,6 +1,7 @@
 """Local stopping rules of consensus ADMM (per agent T3.15, per trade T3.16, relative
-thresholds T3.17) against Clarabel, the bound they give on the global residual, and the
-rows they produce."""
+thresholds T3.17) against Clarabel (for the per-trade rule, on the cases here only: its
+flag does not certify the optimum, docs/stopping.md), the bound they give on the global
+residual, and the rows they produce."""
 
 import jax
 import numpy as np
@@ -58,16 +59,23 @@ def test_per_agent_rule_reaches_clarabel_within_its_bound(community, per_agent):
     assert np.all(batch.rows["last_agent_stop"] == batch.rows["iterations"])
 
 
-@pytest.mark.parametrize("rule, price, scale", [("per_agent", "partner", "relative"),
-                                                ("per_trade", "fixed", "absolute")])
-def test_bound_and_imbalance_whenever_every_agent_stops(community, rule, price, scale):
+# Largest Clarabel gap allowed to a case whose agents all stopped: measured 3.7e-5 (relative
+# thresholds, about 1e-5 of 20-200 MW) and 1.2e-6 on these cases. Not a guarantee for the
+# per-trade rule: it can freeze a wrong dispatch and flag it converged (docs/stopping.md).
+@pytest.mark.parametrize("rule, price, scale, gap", [("per_agent", "partner", "relative", 4e-4),
+                                                     ("per_trade", "fixed", "absolute", 1e-5)],
+                         ids=["per_agent-partner-relative", "per_trade-fixed-absolute"])
+def test_bound_and_imbalance_whenever_every_agent_stops(community, rule, price, scale, gap):
     """A case whose agents all stopped satisfies the documented bound on the global primal
-    residual (thresholds absolute, or eps_n = a_rel max(|p_min|, |p_max|)), and the
-    imbalance column is sum_n |sum_m (p_nm + p_mn)| of the final trades."""
+    residual (thresholds absolute, or eps_n = a_rel max(|p_min|, |p_max|)), is near Clarabel's
+    optimum on these cases (a measurement, see above), and the imbalance column is
+    sum_n |sum_m (p_nm + p_mn)| of the final trades."""
     result, batch = solve(community, stopping=rule, frozen_price=price, eps_local_primal=EPS,
                           eps_local_dual=EPS, eps_local_scale=scale)
     converged = np.asarray(result.converged)
-    assert converged.any()
+    assert converged.any()  # measured: 2 (per agent) and 3 (per trade) of 6
+    gaps = clarabel_gaps(community, result.state.trades)
+    assert gaps[converged].max() <= gap, gaps
     size = np.maximum(np.abs(np.asarray(community.p_min)), np.abs(np.asarray(community.p_max)))
     eps = np.where(np.asarray(community.active), EPS * (size if scale == "relative" else 1), 0)
     edges = np.asarray(community.edges)
