@@ -155,14 +155,18 @@ def cases(quick: bool, dtype) -> list[str]:
     return lines
 
 
-def _one_core(module: str, quick: bool, *args: str, capture: bool = True) -> list[str]:
-    """``python -m module`` in a child pinned to one core with XLA on one thread: the table
-    lines it prints (``capture``), else its output passed through."""
+def _pinned(module: str, quick: bool, *args: str, capture: bool = False):
+    """``python -m module`` in a child pinned to one core with XLA on one thread."""
     pin = ["taskset", "-c", "0"] if shutil.which("taskset") else []
-    child = subprocess.run([*pin, sys.executable, "-m", module, *["--quick"] * quick, *args],
-                           cwd=ROOT, env=dict(os.environ, **ONE_THREAD), check=True,
-                           stdout=subprocess.PIPE if capture else None, text=True)
-    return [line for line in child.stdout.splitlines() if line.startswith("|")] if capture else []
+    return subprocess.run([*pin, sys.executable, "-m", module, *["--quick"] * quick, *args],
+                          cwd=ROOT, env=dict(os.environ, **ONE_THREAD), check=True,
+                          stdout=subprocess.PIPE if capture else None, text=True)
+
+
+def _one_core(module: str, quick: bool, *args: str) -> list[str]:
+    """The table lines ``python -m module`` prints, run pinned (``_pinned``)."""
+    child = _pinned(module, quick, *args, capture=True)
+    return [line for line in child.stdout.splitlines() if line.startswith("|")]
 
 
 def outcome(quick: bool, dtype) -> list[str]:
@@ -197,8 +201,7 @@ def main(argv=None) -> None:
     command = "python -m bench.run" + " --quick" * args.quick + (
         f" --dtype {args.dtype}" if args.dtype != "float64" else "")
     if "kernel" in chosen:
-        # It writes its own section of RESULTS.md.
-        _one_core("bench.admm_kernel", args.quick, "--dtype", args.dtype, capture=False)
+        _pinned("bench.admm_kernel", args.quick, "--dtype", args.dtype)  # writes its section
     for name, measure, title, notes in (
             ("parts", parts, "Where the kernel's time goes",
              [f"- Pinned: `taskset -c 0` (when available), `XLA_FLAGS={ONE_THREAD['XLA_FLAGS']}`",
