@@ -13,6 +13,13 @@ the cases Clarabel solves against Clarabel at the test oracle's tolerances, 1e-1
 independent truth); both sides must be within the target relative error on every case. Timing: the engine on the batch as a study runs
 it (``markets.p2p.run``: driver, lanes, blocks), Clarabel case by case on the same cases,
 the two interleaved, the minimum of the repeats.
+
+Where it fits, qpax (a batched dense interior point in JAX, ``jax.vmap`` of
+``qpax.solve_qp``, at its default 30 iterations) runs on the same cases as Clarabel in the
+same interleaving: the reduced QPs of a batch padded to one size (a padding variable is
+boxed in [0, 1] at no cost and touches nothing). Dense, so at N = 25 only: at N = 100 one
+case has 2 600 variables and 5 000 inequalities, dense systems of that size per step. qpax
+is optional (``pip install -e '.[bench]'``); without it its columns read "not installed".
 """
 
 from __future__ import annotations
@@ -40,6 +47,7 @@ TRUTH = dict(tol_gap_abs=1e-10, tol_gap_rel=1e-10, tol_feas=1e-10, max_iter=200,
 FULL = {25: (200, 40), 100: (20, 6)}  # N -> (engine batch, Clarabel cases)
 QUICK = {25: (26, 6), 100: (4, 2)}
 REPEATS = 3
+QPAX_SIZES = (25,)  # where its dense systems fit (module doc)
 
 
 def clarabel_problem(community, index: int):
@@ -83,6 +91,34 @@ def clarabel_problem(community, index: int):
     return (P, q, A, b, cones), objective
 
 
+def qpax_batch(problems, n: int):
+    """The reduced QPs (``clarabel_problem``) of ``n`` agents each, dense and padded to one
+    size as qpax's (Q, q, A, b, G, h) stacked over the cases, and the columns of each
+    case's own variables."""
+    width = max(P.shape[0] for (P, *_), _ in problems) - n  # trade variables, padded
+    size, rows = width + n, 2 * width + 2 * n
+    stacked, columns = [], []
+    for (P, q, A, b, _), _ in problems:
+        A, e = A.toarray(), P.shape[0] - n
+        own = np.r_[np.arange(e), width + np.arange(n)]  # trades, then powers after the padding
+        Q = np.zeros((size, size))
+        Q[np.ix_(own, own)] = P.toarray()
+        linear = np.zeros(size)
+        linear[own] = q
+        equality = np.zeros((n, size))
+        equality[:, own] = A[:n]
+        G, h = np.zeros((rows, size)), np.zeros(rows)
+        box = np.r_[np.arange(e), width + np.arange(e), 2 * width + np.arange(2 * n)]
+        G[np.ix_(box, own)] = A[n:]
+        h[box] = b[n:]
+        padding = e + np.arange(width - e)
+        G[padding, padding], h[padding] = 1.0, 1.0  # x <= 1
+        G[width + padding, padding] = -1.0  # -x <= 0
+        stacked.append((Q, linear, equality, b[:n], G, h))
+        columns.append(own)
+    return [jnp.asarray(np.stack(part)) for part in zip(*stacked)], columns
+
+
 def solve_clarabel(problem, options=CLARABEL):
     settings = clarabel.DefaultSettings()
     for key, value in options.items():
@@ -91,7 +127,8 @@ def solve_clarabel(problem, options=CLARABEL):
     return solver.solve()
 
 
-def measure(n: int, batch: int, clarabel_cases: int) -> dict:
+def measure(n: int, batch: int, clarabel_cases: int, qpax_solve=None) -> dict:
+    """Engine, Clarabel and (``qpax_solve``, from ``qpax_solver``) qpax on the same cases."""
     community = generate(0, list(range(batch)), n, GeneratorParams(charge_per_distance=1.0),
                          dtype=jnp.float64)
     engine = Exact(ipm_tolerance=ENGINE_TOLERANCE)
@@ -114,6 +151,13 @@ def measure(n: int, batch: int, clarabel_cases: int) -> dict:
     scale = np.maximum(1.0, np.abs(truth))
     engine_error = np.max(np.abs(objective - truth) / scale)
     errors = np.abs(np.array(found) - truth) / scale
+    data, qpax = None, dict(status="not installed" if qpax_solve is None else "does not fit")
+    if qpax_solve is not None and n in QPAX_SIZES:
+        data, columns = qpax_batch(problems, n)
+        x, *_, converged, _ = jax.block_until_ready(qpax_solve(*data))
+        values = [value(np.asarray(x[i])[columns[i]]) for i, (_, value) in enumerate(problems)]
+        qpax = dict(status="", converged=int(np.asarray(converged).sum()),
+                    error=float(np.max(np.abs(np.array(values) - truth) / scale)), s=[])
     engine_s, clarabel_s = [], []
     for _ in range(REPEATS):  # interleaved
         start = time.perf_counter()
@@ -123,21 +167,42 @@ def measure(n: int, batch: int, clarabel_cases: int) -> dict:
         for problem, _ in problems:
             solve_clarabel(problem)
         clarabel_s.append((time.perf_counter() - start) / clarabel_cases)
+        if data is not None:
+            start = time.perf_counter()
+            jax.block_until_ready(qpax_solve(*data))
+            qpax["s"].append((time.perf_counter() - start) / clarabel_cases)
     return dict(n=n, batch=batch, clarabel_cases=clarabel_cases, first_s=first,
                 converged=int(np.asarray(result.converged).sum()),
                 engine_error=float(engine_error), clarabel_error=float(max(errors)),
-                engine_s=min(engine_s), clarabel_s=min(clarabel_s))
+                engine_s=min(engine_s), clarabel_s=min(clarabel_s), qpax=qpax)
+
+
+def qpax_solver():
+    """qpax's solve, vmapped over the cases and compiled; None when it is not installed."""
+    try:
+        import qpax
+    except ImportError:
+        return None
+    return jax.jit(jax.vmap(qpax.solve_qp))
 
 
 def table(plan: dict) -> list[str]:
+    qpax_solve = qpax_solver()
     lines = ["| N | engine cases | converged | engine ms/case | Clarabel cases | Clarabel ms/case "
-             "| engine / Clarabel speed | largest objective error engine / Clarabel | first call (s) |",
-             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "| engine / Clarabel speed | largest objective error engine / Clarabel | first call (s) "
+             "| qpax ms/case (Clarabel's cases) | engine / qpax speed | qpax: converged by its flag, "
+             "largest objective error |",
+             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     for n, (batch, cases) in plan.items():
-        r = measure(n, batch, cases)
+        r = measure(n, batch, cases, qpax_solve)
+        q = r["qpax"]
+        qpax = (f"{q['status']} | – | –" if q["status"] else
+                f"{1e3 * min(q['s']):.3g} | {min(q['s']) / r['engine_s']:.1f}× "
+                f"| {q['converged']} of {cases}, {q['error']:.1e}")
         lines.append(f"| {n} | {batch} | {r['converged']} | {1e3 * r['engine_s']:.3g} | {cases} "
                      f"| {1e3 * r['clarabel_s']:.3g} | {r['clarabel_s'] / r['engine_s']:.2f}× "
-                     f"| {r['engine_error']:.1e} / {r['clarabel_error']:.1e} | {r['first_s']:.1f} |")
+                     f"| {r['engine_error']:.1e} / {r['clarabel_error']:.1e} | {r['first_s']:.1f} "
+                     f"| {qpax} |")
         print(lines[-1], file=sys.stderr, flush=True)
     return lines
 

@@ -21,9 +21,9 @@ rest of the file is kept; ``--quick`` only prints):
   penalties, eps = 1e-4, the continuous driver with its lane utilisation), against the
   centralized problem solved case by case with cvxpy + Clarabel (model building included:
   what a user would otherwise run; the test oracle ``tests/oracle.py``, tight tolerances).
-- ``outcome``: the outcome engine (``algorithm = "exact"``) against Clarabel's direct API,
-  one core each, interleaved (``bench.outcome``, run in a child pinned to one core with
-  XLA on one thread).
+- ``outcome``: the outcome engine (``algorithm = "exact"``) against Clarabel's direct API
+  and (N = 25) qpax vmapped, one core each, interleaved (``bench.outcome``, run in a child
+  pinned to one core with XLA on one thread).
 - ``compile``: compilation time of ``sweeps/sparsity.toml --set run.cases_per_cell=50``
   with an empty persistent cache and again warm, each in a fresh process
   (``bench.compile_cache``; about two study runs).
@@ -230,7 +230,9 @@ def main(argv=None) -> None:
               "- Random full-graph communities with unit distance charges (seed 0). Engine: "
               "`exact` at its default `ipm_tolerance` (1e-12) through `markets.p2p.run` (driver, lanes), "
               "whole batch; Clarabel: `clarabel.DefaultSolver` on the same reduced QP, default "
-              "settings, setup + solve timed, matrices built beforehand. Both interleaved, "
+              "settings, setup + solve timed, matrices built beforehand; qpax (where installed, "
+              "N = 25 only: dense): `jax.vmap(qpax.solve_qp)` at its defaults (30 iterations) on "
+              "Clarabel's cases, padded to one size, compiled beforehand. All interleaved, "
               "minimum of 3 repeats, per case",
               "- Objective errors relative to Clarabel at tolerances of 1e-10, on the cases "
               "Clarabel solves; the target is 1e-8 on every case"]),
