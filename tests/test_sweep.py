@@ -167,6 +167,9 @@ def test_resume_after_a_kill(tmp_path, monkeypatch, baseline, name, call):
 
     with pytest.raises(InputError, match="unfinished study .* use --resume .* or --overwrite"):
         planner.prepare(study)
+    # Another driver would mix rows whose last bits may differ: refused before any write.
+    with pytest.raises(InputError, match="^--driver: .* written by the continuous driver"):
+        runner.run(planner.prepare(study, resume=True), driver="plain")
     assert len(run_study(study, resume=True)) == 4
     assert_same_dataset(study.out, baseline)
 

@@ -25,7 +25,8 @@ def sweep(
     set_: Optional[list[str]] = typer.Option(None, "--set", metavar="KEY=VALUE", help=SET_HELP),
     driver: str = typer.Option("continuous", metavar="NAME",
                                help="continuous (lanes refilled as cases stop), blocked (cache-sized blocks) "
-                                    "or plain (one loop per batch); same rows."),
+                                    "or plain (one loop per batch); the same iteration counts, the last "
+                                    "bits of a row may differ at small N; --resume keeps the driver."),
     cpu_devices: int = typer.Option(0, metavar="N", help="JAX devices on a CPU (0: one per core)."),
     distributed: bool = typer.Option(False, "--distributed", help=(
         "One of several processes of a study (jax.distributed; Slurm and Open MPI are detected, "
@@ -52,7 +53,7 @@ def sweep(
             raise InputError("--coordinator", "--coordinator, --num-processes and --process-id "
                                               "need --distributed")
         if distributed:  # before JAX computes anything
-            jax.distributed.initialize(coordinator, num_processes, process_id)
+            _join(jax, coordinator, num_processes, process_id)
         study = load_study(file, set_ or (), out)
         plan = planner.prepare(study, resume=resume, overwrite=overwrite,
                               process=jax.process_index(), processes=jax.process_count())
@@ -87,3 +88,20 @@ def sweep(
     typer.echo(f"{study.name}: {len(pending)} chunks ({cases} cases) written to {study.out} "
                f"in {time.perf_counter() - start:.1f} s ({driver} driver, lane utilisation "
                f"{execution['lane_utilisation']:.1%})")
+
+
+def _join(jax, coordinator: str | None, num_processes: int | None, process_id: int | None) -> None:
+    """Join the ``jax.distributed`` run; what is missing is taken from Slurm or Open MPI."""
+    host, _, port = (coordinator or "").rpartition(":")
+    if coordinator is not None and not (host and port.isdigit()):
+        raise InputError("--coordinator", f"must be HOST:PORT, got {coordinator!r}")
+    if num_processes is not None and num_processes < 1:
+        raise InputError("--num-processes", f"must be >= 1, got {num_processes}")
+    if process_id is not None and not 0 <= process_id < (num_processes or process_id + 1):
+        raise InputError("--process-id", f"must be in [0, {num_processes}), got {process_id}")
+    try:
+        jax.distributed.initialize(coordinator, num_processes, process_id)
+    except (ValueError, RuntimeError, IndexError) as error:  # JAX's own checks and failures
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise InputError("--distributed", f"cannot join the run: {first}") from None
+

@@ -49,6 +49,7 @@ class Plan:
     processes: int = 1  # ... of this many: it runs chunks process, process + processes, ...
     repairs: tuple[str, ...] = ()  # listed parts of assigned chunks found missing or damaged
     seen: tuple = ()  # store.manifest_state of the manifests this run rewrites, when planned
+    driver: str | None = None  # the driver that wrote the chunks done (a resume keeps it)
 
     @property
     def assigned(self) -> tuple[Chunk, ...]:
@@ -167,7 +168,8 @@ def prepare(study: Study, resume: bool = False, overwrite: bool = False, process
     damaged = store.damaged_parts(out, manifest)
     done = {name: entry for name, entry in manifest["chunks"].items() if name not in damaged}
     plan = _plan(study, everything, done, overwrite=False, process=process, processes=processes,
-                 repairs=tuple(damaged[c.name] for c in everything[process::processes] if c.name in damaged))
+                 repairs=tuple(damaged[c.name] for c in everything[process::processes] if c.name in damaged),
+                 driver=manifest.get("execution", {}).get("driver"))
     earlier = manifest if processes == 1 else store.read_manifest(out, plan.manifest)
     if plan.pending and not resume and earlier is not None:
         broken = f", {len(damaged)} listed parts missing or damaged" if damaged else ""

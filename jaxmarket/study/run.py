@@ -209,6 +209,10 @@ def run(plan: Plan, driver: str = "continuous") -> Iterator[Chunk]:
     or write (permission, disk full) is an ``InputError``; the dataset stays resumable."""
     out = plan.study.out
     check_driver(driver)  # before anything is written
+    if plan.done and plan.driver not in (None, driver):
+        # Drivers agree on every iteration count, not always on a row's last bits (small N).
+        raise InputError("--driver", f"{out} was written by the {plan.driver} driver; resume it "
+                                     f"with --driver {plan.driver} so that its rows do not mix")
     locks = ExitStack()
     try:
         out.mkdir(parents=True, exist_ok=True)
