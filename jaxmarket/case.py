@@ -94,7 +94,7 @@ BUS = {
 }
 BRANCH = {
     "from_bus": integer, "to_bus": integer, "r": number, "x": number, "b": number,
-    "rate_a": number, "ratio": number, "status": integer,
+    "rate_a": partial(number, ge=0), "ratio": number, "status": integer,
 }
 
 

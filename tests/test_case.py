@@ -97,6 +97,9 @@ def _agent(n, **changes):
     ({"buses": [{"id": 1}], "agents": [dict(a, bus=2) for a in SMALL["agents"]]},
      "agents[0].bus: unknown bus 2"),
     ({"base_mva": 0}, "base_mva: must be > 0, got 0.0"),
+    ({"buses": [{"id": 1}, {"id": 2}], "agents": [dict(a, bus=1 + i % 2) for i, a in enumerate(SMALL["agents"])],
+      "branches": [{"from_bus": 1, "to_bus": 2, "x": 0.1, "rate_a": -600}]},
+     "branches[0].rate_a: must be >= 0, got -600.0"),  # 0 is unlimited; below is no rating
 ])
 def test_bad_case_documents(changes, message):
     with pytest.raises(InputError) as error:

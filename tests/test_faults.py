@@ -291,6 +291,18 @@ def test_a_failed_write_is_one_line_and_resumable(dataset, study_file, baseline,
     assert_same_dataset(dataset, baseline)
 
 
+@pytest.mark.parametrize("options, message", [
+    (["--coordinator", "garbage", "--num-processes", "1", "--process-id", "0"], "--coordinator: must be HOST:PORT"),
+    (["--coordinator", "localhost:1234", "--num-processes", "2", "--process-id", "5"], "--process-id: must be in [0, 2)"),
+    (["--num-processes", "0"], "--num-processes: must be >= 1"),
+], ids=["address", "process-id", "processes"])
+def test_bad_distributed_options_are_one_line(tmp_path, study_file, options, message):
+    """Checked before joining: JAX's own errors were tracebacks."""
+    assert_one_line(invoke("sweep", study_file, "--out", tmp_path / "out", "--distributed",
+                           *options), message)
+    assert not (tmp_path / "out").exists()
+
+
 def test_a_folder_that_cannot_be_created_is_one_line(tmp_path, study_file):
     blocker = tmp_path / "file"
     blocker.write_text("x")
