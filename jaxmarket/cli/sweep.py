@@ -104,4 +104,3 @@ def _join(jax, coordinator: str | None, num_processes: int | None, process_id: i
     except (ValueError, RuntimeError, IndexError) as error:  # JAX's own checks and failures
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise InputError("--distributed", f"cannot join the run: {first}") from None
-
