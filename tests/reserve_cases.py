@@ -17,6 +17,20 @@ from tests.oracle import TIGHT
 TIGHTER = {**TIGHT, "tol_gap_abs": 1e-12, "tol_gap_rel": 1e-12}
 
 
+def solve_first(problem: cp.Problem, attempts, until=(cp.OPTIMAL,)) -> None:
+    """Clarabel with each settings of ``attempts`` in turn until its status is in ``until``;
+    a solver failure moves on to the next settings, except on the last ones."""
+    for settings in attempts:
+        try:
+            problem.solve(solver=cp.CLARABEL, **settings)
+        except cp.error.SolverError:
+            if settings is attempts[-1]:
+                raise
+            continue
+        if problem.status in until:
+            return
+
+
 def random_market(rng: np.random.Generator, n: int, sparsity: float = 0.0,
                   charges: bool = False) -> ReserveMarket:
     """One case: producers with a trade partner become uncertain renewables (zero energy
@@ -101,12 +115,7 @@ def clarabel_market(market: ReserveMarket, index: int = 0) -> dict:
     # A tighter gap than TIGHT first: at TIGHT a costly r-_n whose requirement is slack
     # (the case file's producer) came out 1e-3 MW off its optimum 0, where both its
     # bound's multiplier and the slack vanish; TIGHT if that does not reach OPTIMAL.
-    try:
-        problem.solve(solver=cp.CLARABEL, **TIGHTER)
-    except cp.error.SolverError:
-        pass  # TIGHT below; a failure there is the oracle's and propagates
-    if problem.status not in (cp.OPTIMAL, cp.INFEASIBLE):
-        problem.solve(solver=cp.CLARABEL, **TIGHT)
+    solve_first(problem, (TIGHTER, TIGHT), until=(cp.OPTIMAL, cp.INFEASIBLE))
     if problem.status != cp.OPTIMAL:
         return None
     trades = np.zeros((3, n, n))
@@ -141,10 +150,7 @@ def clarabel_joint(market: ReserveMarket, sum_low: float, sum_high: float,
     # A tighter gap than TIGHT first: at TIGHT Clarabel's powers and upward reserves were
     # seen 1e-10 and 1e-9 of the largest off, a costly r-_n whose requirement is slack 1e-3
     # MW off its optimum 0; TIGHT if that does not reach OPTIMAL.
-    for settings in (TIGHTER, TIGHT):
-        problem.solve(solver=cp.CLARABEL, **settings)
-        if problem.status == cp.OPTIMAL:
-            break
+    solve_first(problem, (TIGHTER, TIGHT))
     assert problem.status == cp.OPTIMAL, problem.status
 
     def full(x):
@@ -201,14 +207,7 @@ def clarabel_local(market: ReserveMarket, rho: float, prices, targets, agent: in
     # terms are nearly flat at the optimum, and at a gap of 1e-10 Clarabel's trades were
     # seen 8e-6 off the optimum (objective 2017). Without equilibration last: it broke down
     # on a renewable whose p and r- have no cost curvature and whose r+max is 0.
-    for settings in (TIGHTER, TIGHT,
-                     {**TIGHT, "equilibrate_enable": False}):
-        try:
-            problem.solve(solver=cp.CLARABEL, **settings)
-        except cp.error.SolverError:
-            continue
-        if problem.status == cp.OPTIMAL:
-            break
+    solve_first(problem, (TIGHTER, TIGHT, {**TIGHT, "equilibrate_enable": False}))
     if problem.status == cp.INFEASIBLE:
         return None
     assert problem.status == cp.OPTIMAL, problem.status
