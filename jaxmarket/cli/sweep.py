@@ -97,7 +97,9 @@ def _join(jax, coordinator: str | None, num_processes: int | None, process_id: i
         raise InputError("--coordinator", f"must be HOST:PORT, got {coordinator!r}")
     if num_processes is not None and num_processes < 1:
         raise InputError("--num-processes", f"must be >= 1, got {num_processes}")
-    if process_id is not None and not 0 <= process_id < (num_processes or process_id + 1):
+    if process_id is not None and process_id < 0:
+        raise InputError("--process-id", f"must be >= 0, got {process_id}")
+    if None not in (process_id, num_processes) and process_id >= num_processes:
         raise InputError("--process-id", f"must be in [0, {num_processes}), got {process_id}")
     try:
         jax.distributed.initialize(coordinator, num_processes, process_id)
