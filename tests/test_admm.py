@@ -33,6 +33,12 @@ def case_objective(community, i, trades):
     return float((0.5 * a * p**2 + b * p).sum() + (np.asarray(community.charge[i]) * trades).sum())
 
 
+def reciprocity_mismatch(trades):
+    """(B,) sqrt(sum_nm (p_nm + p_mn)^2) of every case: the stopping rule's primal residual."""
+    trades = np.asarray(trades)
+    return np.sqrt(((trades + np.swapaxes(trades, -1, -2)) ** 2).sum((-1, -2)))
+
+
 def assert_feasible(community, result, eps):
     trades = np.asarray(result.state.trades)
     lo, hi = np.asarray(community.trade_min), np.asarray(community.trade_max)
@@ -42,8 +48,7 @@ def assert_feasible(community, result, eps):
     assert np.all(power <= np.asarray(community.p_max) + 1e-9)
     np.testing.assert_allclose(np.asarray(result.state.local.power), power, atol=1e-9)
     # Reciprocity at convergence: the stopping rule bounds the total mismatch.
-    mismatch = np.sqrt(((trades + np.swapaxes(trades, -1, -2)) ** 2).sum((-1, -2)))
-    assert np.all(mismatch[np.asarray(result.converged)] <= eps)
+    assert np.all(reciprocity_mismatch(trades)[np.asarray(result.converged)] <= eps)
 
 
 @pytest.fixture(scope="module", params=[False, True], ids=["no-charges", "charges"])
@@ -74,8 +79,7 @@ def test_admm_matches_clarabel(solved_batch):
     # iteration 5991 of 6000, hence the margin); the others end at a gap of 7e-9 to 3.5e-5
     # with a reciprocity mismatch up to 1.3e-5 MW: nearly feasible and within 1e-4.
     assert converged.sum() >= 10, converged
-    trades = np.asarray(result.state.trades)[~converged]
-    mismatch = np.sqrt(((trades + np.swapaxes(trades, -1, -2)) ** 2).sum((-1, -2)))
+    mismatch = reciprocity_mismatch(result.state.trades)[~converged]
     assert mismatch.max() <= 1e-4, mismatch
     assert gaps[~converged].max() <= 1e-4, gaps[~converged]
 
