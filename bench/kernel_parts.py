@@ -17,10 +17,11 @@ interleaved, best of the repeats, in nanoseconds per directed trade update:
 
 kernel − solve only is the driver's bookkeeping; solve only − limit is what the exact
 solve costs beyond two plain passes. The solve's Newton loop runs until the slowest agent
-of a block is done: the table counts its steps per ADMM iteration over the first 100
-iterations and over the first 1 000 (the first blocks only), and times one exact Newton
-step (``jaxmarket.local``), one plain Newton pass and one sum of the clipped trades, each
-on one block of the same shape, per trade.
+of a block is done: the table counts its passes per ADMM iteration (a Newton step and its
+certificate at least) over the first 100 iterations and over the first 1 000 (the first
+blocks only), and times one pass of the exact method (``jaxmarket.local``), one plain
+Newton pass and one sum of the clipped trades, each on one block of the same shape, per
+trade.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ from jaxmarket.markets.lanes import default_block_size
 
 ITERATIONS = 100
 LONG = 1_000  # iterations of the step count's second window
-STEP_REPEATS = 50  # Newton steps per timed call of the step timings
+STEP_REPEATS = 50  # passes per timed call of the step timings
 FULL = ((25, 1000), (100, 100))
 QUICK = ((25, 260), (100, 10))
 
@@ -63,7 +64,7 @@ def _best_interleaved(runs: dict, rounds: int) -> dict:
 def solve_only(community, rho, iterations: int, block_size: int):
     """ADMM at fixed rho with the exact local solve and nothing else (the same blocks as
     the driver, a trailing partial block left out). Returns the final trades and the
-    Newton steps each block ran."""
+    Newton passes each block ran."""
 
     def block(args):
         c, rho = args
@@ -89,7 +90,7 @@ def solve_only(community, rho, iterations: int, block_size: int):
 
 
 def _step_timings(community, block_size: int) -> tuple[float, float, float]:
-    """Seconds per trade of one exact Newton step, one plain pass and one sum of the
+    """Seconds per trade of one pass of the exact method, one plain pass and one sum of the
     clipped trades, on the first block with random targets around the trade bounds."""
     c = jax.tree_util.tree_map(lambda v: v[:block_size], community)
     noise = jax.random.normal(jax.random.key(SEED), c.charge.shape, c.charge.dtype)
@@ -103,9 +104,10 @@ def _step_timings(community, block_size: int) -> tuple[float, float, float]:
     @jax.jit
     def exact(problem, mu):
         inf = jnp.full_like(mu, jnp.inf)
+        no, zeros = jnp.zeros(mu.shape, bool), jnp.zeros(mu.shape, jnp.int32)
 
         def one(i, m):
-            start = local._NewtonState(m, -inf, inf, jnp.zeros(m.shape, bool), jnp.int32(0))
+            start = local._NewtonState(m, zeros, zeros, no, -inf, inf, no, jnp.int32(0))
             return local._newton_step(problem, start).mu + drift[i]
 
         return jax.lax.fori_loop(0, STEP_REPEATS, one, mu)
@@ -155,8 +157,8 @@ def measure(n: int, batch: int, dtype) -> dict:
 
 
 HEADER = ("| N | B | block | kernel ns | solve only ns | limit ns | driver ns (kernel − solve only) "
-          f"| Newton steps per iteration, first {ITERATIONS} / first {LONG:_} "
-          "| exact Newton step ns | plain Newton pass ns | sum of clipped trades ns |\n"
+          f"| Newton passes per iteration, first {ITERATIONS} / first {LONG:_} "
+          "| exact Newton pass ns | plain Newton pass ns | sum of clipped trades ns |\n"
           "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|").replace("_", " ")
 
 

@@ -15,16 +15,21 @@ injection reaches a bound.
 
 The root is found exactly, without an inner tolerance:
 
-1. A safeguarded semismooth Newton method (Cominetti, Mascarenhas & Silva, Math. Prog.
-   2014) warm-started at the previous perceived price. On the linear piece next to mu in
-   the direction of the root, h is affine; if its root lies inside that piece it is the
-   exact answer. Otherwise the whole piece is excluded from a bracket and the next point
-   is the Newton point if it stays inside the bracket, else the bracket midpoint (or the
-   piece's end while the bracket is open). Every miss excludes a piece, so the method
-   terminates; ADMM's warm starts make one or two steps the rule.
-2. Cases still unresolved after ``max_newton`` steps (rare; counted by the caller through
-   ``exact``) fall back to a sort of all breakpoints, a binary search for the segment
-   holding the root and the same closed-form solve on that segment.
+1. A certified Newton method, warm-started at the previous perceived price. Every pass
+   evaluates h at one point and the *status* of every variable there (below its box, free,
+   at or above it); the statuses change monotonically with mu. A Newton point is the root
+   of the affine piece the statuses of its starting point describe, and it is certified
+   when the next pass finds the same statuses there: h is then affine between the two
+   points, so the Newton point is its root. Statuses are compared through two counts (at
+   or above, below), enough because they move one way only. A pass costs one sum of the
+   clipped trades and one integer count, far less than searching the next breakpoint:
+   that search runs only where h is flat (no free variable). Newton points outside the
+   bracket of the root give way to the bracket's midpoint, and a linear agent's step at
+   b is visited when a Newton step would cross it. ADMM's warm starts make two passes (a
+   Newton step and its certificate) the rule.
+2. Agents still unresolved after ``max_newton`` passes (rare) fall back to a sort of all
+   breakpoints, a binary search for the segment holding the root and the closed-form
+   solve on that segment.
 """
 
 from __future__ import annotations
@@ -40,7 +45,7 @@ class AgentDecision(NamedTuple):
     trades: jax.Array  # (..., M) t_m
     power: jax.Array  # (...) p = sum_m t_m
     perceived_price: jax.Array  # (...) mu
-    newton_steps: jax.Array  # () Newton steps run: those of the slowest agent
+    newton_steps: jax.Array  # () passes of the Newton method run: those of the slowest agent
 
 
 class _LocalProblem(NamedTuple):
@@ -53,28 +58,40 @@ class _LocalProblem(NamedTuple):
     p_max: jax.Array
     rho: jax.Array  # (...), or (..., M): one penalty per trade
     inverse_rho: jax.Array | None  # (..., M) 1 / rho_m with one penalty per trade, else None
-    # Breakpoints, computed once per solve: trade m is free for kink_lo < mu < kink_hi
-    # (at hi below, at lo above); the injection is free between its two kinks.
-    kink_lo: jax.Array  # (..., M)
-    kink_hi: jax.Array  # (..., M)
+    # The injection is free between its two breakpoints.
     injection_lo: jax.Array  # (...)
     injection_hi: jax.Array  # (...)
 
     @classmethod
     def build(cls, target, lo, hi, a, b, p_min, p_max, rho):
-        rho_t = rho if rho.ndim == target.ndim else rho[..., None]
         # Per trade, the slope of every Newton step sums the free 1 / rho_m: divided once.
         inverse = 1.0 / rho if rho.ndim == target.ndim else None
-        return cls(target, lo, hi, a, b, p_min, p_max, rho, inverse, rho_t * (target - hi),
-                   rho_t * (target - lo), b + a * p_min, b + a * p_max)
+        return cls(target, lo, hi, a, b, p_min, p_max, rho, inverse, b + a * p_min, b + a * p_max)
 
     @property
     def per_trade(self) -> bool:
         return self.rho.ndim == self.target.ndim
 
+    # The trades' breakpoints, computed where used (the sorted search, flat pieces): trade m
+    # is free for kink_lo < mu < kink_hi (at hi below, at lo above).
+    @property
+    def _rho_trades(self):
+        return self.rho if self.per_trade else self.rho[..., None]
+
+    @property
+    def kink_lo(self):
+        return self._rho_trades * (self.target - self.hi)
+
+    @property
+    def kink_hi(self):
+        return self._rho_trades * (self.target - self.lo)
+
+    def unclipped(self, mu):
+        """target_m - mu / rho_m: the trades before their boxes."""
+        return self.target - mu[..., None] / self._rho_trades
+
     def trades(self, mu):
-        rho = self.rho if self.per_trade else self.rho[..., None]
-        return jnp.clip(self.target - mu[..., None] / rho, self.lo, self.hi)
+        return jnp.clip(self.unclipped(mu), self.lo, self.hi)
 
     def injection(self, mu, right: bool):
         """p(mu); for a linear agent (a = 0) the right or left limit of its step at b."""
@@ -87,9 +104,9 @@ class _LocalProblem(NamedTuple):
         """Root of the affine extension of h on the piece next to ``mu`` (to its right
         where ``right``, else to its left), from the counts of free variables there."""
         m, r = mu[..., None], right[..., None]
-        free = jnp.where(r, (self.kink_lo <= m) & (m < self.kink_hi),
-                         (self.kink_lo < m) & (m <= self.kink_hi))
-        fixed = jnp.where(m <= self.kink_lo, self.hi, self.lo)
+        kink_lo, kink_hi = self.kink_lo, self.kink_hi
+        free = jnp.where(r, (kink_lo <= m) & (m < kink_hi), (kink_lo < m) & (m <= kink_hi))
+        fixed = jnp.where(m <= kink_lo, self.hi, self.lo)
         total = jnp.where(free, self.target, fixed).sum(-1)  # sum t = total - slope mu
         i_lo, i_hi = self.injection_lo, self.injection_hi
         injection_free = (self.a > 0) & jnp.where(right, (i_lo <= mu) & (mu < i_hi),
@@ -110,13 +127,15 @@ class _LocalProblem(NamedTuple):
         return jnp.where(injection_free, mu_free, jnp.where(has_slope, mu_fixed, infinite))
 
     def next_kink(self, mu, right):
-        """Nearest breakpoint strictly beyond ``mu`` in the given direction (+-inf if none)."""
+        """Nearest breakpoint of a variable that can move, strictly beyond ``mu`` in the
+        given direction (+-inf if none)."""
         sign = jnp.where(right, 1.0, -1.0).astype(mu.dtype)
         ahead = sign * mu  # in the direction of travel: the smallest sign * kink > ahead
+        movable = self.lo < self.hi
 
         def nearest(kinks):
             directed = sign[..., None] * kinks
-            return jnp.where(directed > ahead[..., None], directed, jnp.inf).min(-1)
+            return jnp.where((directed > ahead[..., None]) & movable, directed, jnp.inf).min(-1)
 
         injection = jnp.stack([sign * self.injection_lo, sign * self.injection_hi], -1)
         nearest_injection = jnp.where(injection > ahead[..., None], injection, jnp.inf).min(-1)
@@ -125,46 +144,98 @@ class _LocalProblem(NamedTuple):
         return sign * closest
 
 
+# Status counts of a pass, in one integer per agent: the trades at or above their box in the
+# low bits, those below it from this bit on (at most 65 535 trades per agent).
+_BELOW = 1 << 16
+# Injection statuses: free, at or above its range, below it, a linear agent exactly at its
+# step b (a fixed injection, p_min = p_max, is always "at or above").
+_FREE, _ABOVE, _BELOW_BOX, _AT_STEP = 0, 1, 2, 3
+
+
 class _NewtonState(NamedTuple):
-    mu: jax.Array
+    mu: jax.Array  # the point the next pass evaluates
+    counts: jax.Array  # int32 status counts of the trades at the last pass's point
+    injection: jax.Array  # int32 injection status there
+    newton: jax.Array  # mu is a Newton point from the last pass's point (certifiable)
     low: jax.Array  # the root is >= low
     high: jax.Array  # the root is <= high
     done: jax.Array
-    steps: jax.Array
+    steps: jax.Array  # passes run
 
 
 def _newton_step(problem: _LocalProblem, s: _NewtonState) -> _NewtonState:
-    """One safeguarded Newton step of every agent not done (module doc, 1)."""
-    sum_trades = problem.trades(s.mu).sum(-1)
-    excess_right = sum_trades - problem.injection(s.mu, right=True)
-    excess_left = sum_trades - problem.injection(s.mu, right=False)
+    """One pass of the certified Newton method for every agent not done (module doc, 1)."""
+    mu, lo, hi = s.mu, problem.lo, problem.hi
+    shifted = problem.unclipped(mu)
+    total = jnp.clip(shifted, lo, hi).sum(-1)
+    above, below = shifted >= hi, shifted < lo
+    # A closed slot (lo = hi) counts as at its bound whatever mu: it has no breakpoint.
+    counts = jnp.where(lo < hi, jnp.where(above, 1, jnp.where(below, _BELOW, 0)), 1).sum(
+        -1, dtype=jnp.int32)
+    if problem.per_trade:
+        slope = jnp.where(above | below, 0.0, problem.inverse_rho).sum(-1)
+    else:
+        n_fixed = (counts & (_BELOW - 1)) + (counts >> 16)
+        slope = (problem.target.shape[-1] - n_fixed).astype(mu.dtype) / problem.rho
+
+    a, b, p_min, p_max = problem.a, problem.b, problem.p_min, problem.p_max
+    linear, stepped = a > 0, p_min < p_max
+    safe_a = jnp.where(linear, a, 1.0)
+    v = (mu - b) / safe_a
+    injection = jnp.where(
+        ~stepped, _ABOVE,
+        jnp.where(linear, jnp.where(v >= p_max, _ABOVE, jnp.where(v < p_min, _BELOW_BOX, _FREE)),
+                  jnp.where(mu > b, _ABOVE, jnp.where(mu < b, _BELOW_BOX, _AT_STEP)))).astype(jnp.int32)
+    excess_right = total - problem.injection(mu, right=True)
+    excess_left = total - problem.injection(mu, right=False)
     at_root = (excess_right <= 0) & (excess_left >= 0)
+    # Same statuses as at the point this Newton point came from: h is affine in between.
+    certified = (s.newton & (counts == s.counts) & (injection == s.injection)
+                 & (injection != _AT_STEP))
     right = excess_right > 0
-    candidate = problem.piece_root(s.mu, right)
-    kink = problem.next_kink(s.mu, right)
-    inside = jnp.where(right, candidate <= kink, candidate >= kink)
-    # The root is not left of a point with h > 0, and a missed piece holds no root.
-    low = jnp.where(right, jnp.maximum(s.low, jnp.where(inside, s.mu, kink)), s.low)
-    high = jnp.where(right, s.high, jnp.minimum(s.high, jnp.where(inside, s.mu, kink)))
+    excess = jnp.where(right, excess_right, excess_left)
+    slope = slope + jnp.where(linear & (injection == _FREE), 1.0 / safe_a, 0.0)
+    flat = slope <= 0
+    candidate = mu + excess / jnp.where(flat, 1.0, slope)
+    # No free variable: the next breakpoint ahead (searched only when some agent needs it).
+    candidate = jnp.where(flat, jax.lax.cond(jnp.any(flat & ~s.done),
+                                             lambda: problem.next_kink(mu, right),
+                                             lambda: candidate), candidate)
+    crosses_step = ~linear & stepped & (((mu < b) & (candidate >= b)) | ((mu > b) & (candidate <= b)))
+    candidate = jnp.where(crosses_step, b, candidate)
+    # The root is not left of a point with h > 0 nor right of one with h < 0.
+    low = jnp.where(right, jnp.maximum(s.low, mu), s.low)
+    high = jnp.where(right, s.high, jnp.minimum(s.high, mu))
+    inside = (candidate > low) & (candidate < high)
     bracketed = jnp.isfinite(low) & jnp.isfinite(high)
-    newton_ok = (candidate > low) & (candidate < high)
-    fallback = jnp.where(bracketed, 0.5 * (low + high), jnp.where(right, low, high))
-    # No kink ahead and no slope: h keeps its sign for ever (only if infeasible).
-    stuck = ~inside & ~jnp.isfinite(kink)
-    done = s.done | at_root | inside | stuck
-    mu = jnp.where(at_root | stuck, s.mu,
-                   jnp.where(inside | newton_ok, candidate, fallback))
-    mu = jnp.where(s.done, s.mu, mu)
-    return _NewtonState(mu, low, high, done, s.steps + 1)
+    # A Newton step that rounds to mu: mu is the root to the resolution of floats. Outside
+    # an open bracket: no breakpoint ahead and no slope, h keeps its sign (only if infeasible).
+    settled = (candidate == mu) | (~inside & ~bracketed)
+    done = s.done | at_root | certified | settled
+    mu = jnp.where(done, mu, jnp.where(inside, candidate, 0.5 * (low + high)))
+    newton = ~flat & ~crosses_step & inside
+    return _NewtonState(mu, counts, injection, newton, low, high, done, s.steps + 1)
+
+
+# Passes run before testing whether any agent is left: a Newton step and its certificate.
+_FIRST_PASSES = 2
 
 
 def _newton(problem: _LocalProblem, guess, max_steps: int):
+    shape = guess.shape
+    inf = jnp.full(shape, jnp.inf, guess.dtype)
+    zeros = jnp.zeros(shape, jnp.int32)
+    state = _NewtonState(guess, zeros, zeros, jnp.zeros(shape, bool), -inf, inf,
+                         jnp.zeros(shape, bool), jnp.int32(0))
+    step = partial(_newton_step, problem)
+    for _ in range(min(_FIRST_PASSES, max_steps)):
+        state = step(state)
+
     def keep_going(s: _NewtonState):
         return (s.steps < max_steps) & ~jnp.all(s.done)
 
-    inf = jnp.full_like(guess, jnp.inf)
-    start = _NewtonState(guess, -inf, inf, jnp.zeros(guess.shape, bool), jnp.int32(0))
-    return jax.lax.while_loop(keep_going, partial(_newton_step, problem), start)
+    return jax.lax.cond(keep_going(state), lambda: jax.lax.while_loop(keep_going, step, state),
+                        lambda: state)
 
 
 def _sorted_search(problem: _LocalProblem):
