@@ -107,7 +107,8 @@ def _step_timings(community, block_size: int) -> tuple[float, float, float]:
         no, zeros = jnp.zeros(mu.shape, bool), jnp.zeros(mu.shape, jnp.int32)
 
         def one(i, m):
-            start = local._NewtonState(m, zeros, zeros, no, -inf, inf, no, jnp.int32(0))
+            start = local._NewtonState(m, zeros, zeros, no, -inf, inf, no, jnp.int32(0),
+                                       problem.target, m)
             return local._newton_step(problem, start).mu + drift[i]
 
         return jax.lax.fori_loop(0, STEP_REPEATS, one, mu)

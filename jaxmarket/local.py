@@ -88,7 +88,10 @@ class _LocalProblem(NamedTuple):
 
     def unclipped(self, mu):
         """target_m - mu / rho_m: the trades before their boxes."""
-        return self.target - mu[..., None] / self._rho_trades
+        if self.per_trade:
+            return self.target - mu[..., None] / self.rho
+        # One division per agent, not per trade: the same values.
+        return self.target - (mu / self.rho)[..., None]
 
     def trades(self, mu):
         return jnp.clip(self.unclipped(mu), self.lo, self.hi)
@@ -161,13 +164,17 @@ class _NewtonState(NamedTuple):
     high: jax.Array  # the root is <= high
     done: jax.Array
     steps: jax.Array  # passes run
+    # The last pass's trades and their sum: those of every agent done (its mu no longer moves).
+    trades: jax.Array
+    power: jax.Array
 
 
 def _newton_step(problem: _LocalProblem, s: _NewtonState) -> _NewtonState:
     """One pass of the certified Newton method for every agent not done (module doc, 1)."""
     mu, lo, hi = s.mu, problem.lo, problem.hi
     shifted = problem.unclipped(mu)
-    total = jnp.clip(shifted, lo, hi).sum(-1)
+    trades = jnp.clip(shifted, lo, hi)
+    total = trades.sum(-1)
     above, below = shifted >= hi, shifted < lo
     # A closed slot (lo = hi) counts as at its bound whatever mu: it has no breakpoint.
     counts = jnp.where(lo < hi, jnp.where(above, 1, jnp.where(below, _BELOW, 0)), 1).sum(
@@ -214,7 +221,8 @@ def _newton_step(problem: _LocalProblem, s: _NewtonState) -> _NewtonState:
     done = s.done | at_root | certified | settled
     mu = jnp.where(done, mu, jnp.where(inside, candidate, 0.5 * (low + high)))
     newton = ~flat & ~crosses_step & inside
-    return _NewtonState(mu, counts, injection, newton, low, high, done, s.steps + 1)
+    return _NewtonState(mu, counts, injection, newton, low, high, done, s.steps + 1, trades,
+                        total)
 
 
 # Passes run before testing whether any agent is left: a Newton step and its certificate.
@@ -226,7 +234,7 @@ def _newton(problem: _LocalProblem, guess, max_steps: int):
     inf = jnp.full(shape, jnp.inf, guess.dtype)
     zeros = jnp.zeros(shape, jnp.int32)
     state = _NewtonState(guess, zeros, zeros, jnp.zeros(shape, bool), -inf, inf,
-                         jnp.zeros(shape, bool), jnp.int32(0))
+                         jnp.zeros(shape, bool), jnp.int32(0), problem.target, guess)
     step = partial(_newton_step, problem)
     for _ in range(min(_FIRST_PASSES, max_steps)):
         state = step(state)
@@ -283,8 +291,13 @@ def solve_agents(target, lo, hi, a, b, p_min, p_max, rho, guess, max_newton: int
                                                     for v in (a, b, p_min, p_max)),
                                   jnp.asarray(rho, target.dtype))
     newton = _newton(problem, jnp.broadcast_to(guess, shape).astype(target.dtype), max_newton)
-    mu, done = newton.mu, newton.done
-    mu = jax.lax.cond(jnp.all(done), lambda: mu,
-                      lambda: jnp.where(done, mu, _sorted_search(problem)))
-    trades = problem.trades(mu)
-    return AgentDecision(trades, trades.sum(-1), mu, newton.steps)
+
+    def fallback():
+        mu = jnp.where(newton.done, newton.mu, _sorted_search(problem))
+        trades = problem.trades(mu)
+        return mu, trades, trades.sum(-1)
+
+    # Every agent done: the last pass computed its trades at its root.
+    mu, trades, power = jax.lax.cond(jnp.all(newton.done) & (newton.steps > 0),
+                                     lambda: (newton.mu, newton.trades, newton.power), fallback)
+    return AgentDecision(trades, power, mu, newton.steps)
