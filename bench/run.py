@@ -11,8 +11,8 @@ rest of the file is kept; ``--quick`` only prints):
   NumPy loop in the same process (``bench.admm_kernel``, in a child pinned to one core
   with XLA on one thread).
 - ``parts``: where the kernel's time goes: the driver's bookkeeping, the exact local
-  solve against two plain Newton passes, Newton steps per iteration and the cost of one
-  step (``bench.kernel_parts``, in a child pinned to one core with XLA on one thread).
+  solve against two plain Newton passes, Newton passes per iteration and the cost of one
+  pass (``bench.kernel_parts``, in a child pinned to one core with XLA on one thread).
 - ``layouts``: one ADMM iteration on the dense layout against neighbour lists
   (``jaxmarket.neighbours``) vs N and sparsity: where the runner's choice of layout comes
   from (``markets.lanes.neighbour_widths``).
@@ -209,9 +209,9 @@ def main(argv=None) -> None:
               "rho = 1, eps = 0, 100 iterations from zero, the driver's blocks; nanoseconds per "
               "directed trade update, best of 3 interleaved runs. Solve only: the same ADMM "
               "with the exact local solve and no driver; limit: two plain Newton passes "
-              "instead of the exact solve (`bench.kernel_parts`). Newton steps: those of a "
+              "instead of the exact solve (`bench.kernel_parts`). Newton passes: those of a "
               "block's slowest agent, per ADMM iteration (the first 1 000 iterations on the "
-              "first 4 blocks). Step timings: one step on one block of random targets, "
+              "first 4 blocks). Pass timings: one pass on one block of random targets, "
               "per trade"]),
             ("layouts", layouts, "ADMM iteration: dense layout vs neighbour lists",
              ["- Random communities with unit distance charges, rho = 1, eps = 0, fixed "
