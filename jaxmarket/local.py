@@ -182,17 +182,16 @@ def _newton_step(problem: _LocalProblem, s: _NewtonState) -> _NewtonState:
     if problem.per_trade:
         slope = jnp.where(above | below, 0.0, problem.inverse_rho).sum(-1)
     else:
-        n_fixed = (counts & (_BELOW - 1)) + (counts >> 16)
+        n_fixed = counts % _BELOW + counts // _BELOW
         slope = (problem.target.shape[-1] - n_fixed).astype(mu.dtype) / problem.rho
 
     a, b, p_min, p_max = problem.a, problem.b, problem.p_min, problem.p_max
     linear, stepped = a > 0, p_min < p_max
     safe_a = jnp.where(linear, a, 1.0)
     v = (mu - b) / safe_a
-    injection = jnp.where(
-        ~stepped, _ABOVE,
-        jnp.where(linear, jnp.where(v >= p_max, _ABOVE, jnp.where(v < p_min, _BELOW_BOX, _FREE)),
-                  jnp.where(mu > b, _ABOVE, jnp.where(mu < b, _BELOW_BOX, _AT_STEP)))).astype(jnp.int32)
+    on_linear = jnp.where(v >= p_max, _ABOVE, jnp.where(v < p_min, _BELOW_BOX, _FREE))
+    on_step = jnp.where(mu > b, _ABOVE, jnp.where(mu < b, _BELOW_BOX, _AT_STEP))
+    injection = jnp.where(stepped, jnp.where(linear, on_linear, on_step), _ABOVE).astype(jnp.int32)
     excess_right = total - problem.injection(mu, right=True)
     excess_left = total - problem.injection(mu, right=False)
     at_root = (excess_right <= 0) & (excess_left >= 0)
@@ -208,7 +207,8 @@ def _newton_step(problem: _LocalProblem, s: _NewtonState) -> _NewtonState:
     candidate = jnp.where(flat, jax.lax.cond(jnp.any(flat & ~s.done),
                                              lambda: problem.next_kink(mu, right),
                                              lambda: candidate), candidate)
-    crosses_step = ~linear & stepped & (((mu < b) & (candidate >= b)) | ((mu > b) & (candidate <= b)))
+    crosses_step = ~linear & stepped & (((mu < b) & (candidate >= b))
+                                        | ((mu > b) & (candidate <= b)))
     candidate = jnp.where(crosses_step, b, candidate)
     # The root is not left of a point with h > 0 nor right of one with h < 0.
     low = jnp.where(right, jnp.maximum(s.low, mu), s.low)
