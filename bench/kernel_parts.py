@@ -103,12 +103,8 @@ def _step_timings(community, block_size: int) -> tuple[float, float, float]:
 
     @jax.jit
     def exact(problem, mu):
-        inf = jnp.full_like(mu, jnp.inf)
-        no, zeros = jnp.zeros(mu.shape, bool), jnp.zeros(mu.shape, jnp.int32)
-
         def one(i, m):
-            start = local._NewtonState(m, zeros, zeros, no, -inf, inf, no, jnp.int32(0),
-                                       problem.target, m)
+            start = local._NewtonState.start(problem, m)
             return local._newton_step(problem, start).mu + drift[i]
 
         return jax.lax.fori_loop(0, STEP_REPEATS, one, mu)

@@ -168,6 +168,13 @@ class _NewtonState(NamedTuple):
     trades: jax.Array
     power: jax.Array
 
+    @classmethod
+    def start(cls, problem: _LocalProblem, guess):
+        """Before the first pass: at the warm start, no bracket, nothing to certify."""
+        inf = jnp.full(guess.shape, jnp.inf, guess.dtype)
+        zeros, no = jnp.zeros(guess.shape, jnp.int32), jnp.zeros(guess.shape, bool)
+        return cls(guess, zeros, zeros, no, -inf, inf, no, jnp.int32(0), problem.target, guess)
+
 
 def _newton_step(problem: _LocalProblem, s: _NewtonState) -> _NewtonState:
     """One pass of the certified Newton method for every agent not done (module doc, 1)."""
@@ -225,25 +232,15 @@ def _newton_step(problem: _LocalProblem, s: _NewtonState) -> _NewtonState:
                         total)
 
 
-# Passes run before testing whether any agent is left: a Newton step and its certificate.
-_FIRST_PASSES = 2
-
-
 def _newton(problem: _LocalProblem, guess, max_steps: int):
-    shape = guess.shape
-    inf = jnp.full(shape, jnp.inf, guess.dtype)
-    zeros = jnp.zeros(shape, jnp.int32)
-    state = _NewtonState(guess, zeros, zeros, jnp.zeros(shape, bool), -inf, inf,
-                         jnp.zeros(shape, bool), jnp.int32(0), problem.target, guess)
-    step = partial(_newton_step, problem)
-    for _ in range(min(_FIRST_PASSES, max_steps)):
-        state = step(state)
+    """The passes of every agent from its warm start ``guess`` until all are done or
+    ``max_steps`` passes have run."""
 
     def keep_going(s: _NewtonState):
         return (s.steps < max_steps) & ~jnp.all(s.done)
 
-    return jax.lax.cond(keep_going(state), lambda: jax.lax.while_loop(keep_going, step, state),
-                        lambda: state)
+    return jax.lax.while_loop(keep_going, partial(_newton_step, problem),
+                              _NewtonState.start(problem, guess))
 
 
 def _sorted_search(problem: _LocalProblem):
