@@ -25,8 +25,11 @@ The root is found exactly, without an inner tolerance:
    clipped trades and one integer count, far less than searching the next breakpoint:
    that search runs only where h is flat (no free variable). Newton points outside the
    bracket of the root give way to the bracket's midpoint, and a linear agent's step at
-   b is visited when a Newton step would cross it. ADMM's warm starts make two passes (a
-   Newton step and its certificate) the rule.
+   b is visited when a Newton step would cross it. A Newton step that rounds to its start
+   moves one or two floats on: the agent is done when h changes sign there (its root is
+   then known to the resolution of floats), not before, since a steep piece (a tiny
+   curvature a) can end within a float. ADMM's warm starts make two passes (a Newton step
+   and its certificate) the rule.
 2. Agents still unresolved after ``max_newton`` passes (rare) fall back to a sort of all
    breakpoints, a binary search for the segment holding the root and the closed-form
    solve on that segment.
@@ -217,17 +220,24 @@ def _newton_step(problem: _LocalProblem, s: _NewtonState) -> _NewtonState:
     crosses_step = ~linear & stepped & (((mu < b) & (candidate >= b))
                                         | ((mu > b) & (candidate <= b)))
     candidate = jnp.where(crosses_step, b, candidate)
+    # A Newton step that rounds to mu does not show that the root is within a float of mu:
+    # the piece may end before the next float (a steep injection, a = 1e-18, rose by
+    # 1e3 MW per float). A step of one or two floats in the direction of h decides.
+    rounded = candidate == mu
+    nudge = jnp.maximum(jnp.abs(mu) * jnp.finfo(mu.dtype).eps, jnp.finfo(mu.dtype).tiny)
+    candidate = jnp.where(rounded, mu + jnp.where(right, nudge, -nudge), candidate)
     # The root is not left of a point with h > 0 nor right of one with h < 0.
     low = jnp.where(right, jnp.maximum(s.low, mu), s.low)
     high = jnp.where(right, s.high, jnp.minimum(s.high, mu))
     inside = (candidate > low) & (candidate < high)
     bracketed = jnp.isfinite(low) & jnp.isfinite(high)
-    # A Newton step that rounds to mu: mu is the root to the resolution of floats. Outside
-    # an open bracket: no breakpoint ahead and no slope, h keeps its sign (only if infeasible).
-    settled = (candidate == mu) | (~inside & ~bracketed)
+    # Nudged onto or past the bracket's end: h changes sign within two floats of mu, the
+    # root to the resolution of floats. Outside an open bracket: no breakpoint ahead and
+    # no slope, h keeps its sign (only if infeasible).
+    settled = (rounded | ~bracketed) & ~inside
     done = s.done | at_root | certified | settled
     mu = jnp.where(done, mu, jnp.where(inside, candidate, 0.5 * (low + high)))
-    newton = ~flat & ~crosses_step & inside
+    newton = ~flat & ~crosses_step & ~rounded & inside
     return _NewtonState(mu, counts, injection, newton, low, high, done, s.steps + 1, trades,
                         total)
 

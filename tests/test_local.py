@@ -71,6 +71,26 @@ def test_local_solve_matches_qp_solver(max_newton, per_trade, seed, m, linear, t
     """With the agent's penalty or one per trade (``admm_pairwise``: spread over six
     orders of magnitude)."""
     target, lo, hi, a, b, p_min, p_max, rho, guess = _random_local_problem(seed, m, linear, tight)
+    _assert_matches_qp_solver(seed, m, per_trade, max_newton, target, lo, hi, a, b, p_min, p_max,
+                              rho, guess)
+
+
+@pytest.mark.parametrize("max_newton", [16, 0], ids=["newton", "sorted-search"])
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), m=st.integers(1, 12), exponent=st.floats(-20, -3),
+       where=st.floats(0, 1))
+def test_steep_injection_matches_qp_solver(max_newton, seed, m, exponent, where):
+    """A curvature so small that the injection crosses its whole range within a few floats
+    of mu (or within one), warm-started on that range: a Newton step rounding to mu is no
+    root there (a = 1e-18 once ended 50 MW above p_max, rounded to its start)."""
+    target, lo, hi, _, b, p_min, p_max, rho, _ = _random_local_problem(seed, m, False, False)
+    a = 10.0**exponent
+    _assert_matches_qp_solver(seed, m, False, max_newton, target, lo, hi, a, b, p_min, p_max, rho,
+                              b + a * (p_min + where * (p_max - p_min)))
+
+
+def _assert_matches_qp_solver(seed, m, per_trade, max_newton, target, lo, hi, a, b, p_min, p_max,
+                              rho, guess):
     # Closed trades (lo = hi = 0) pad every problem to one compiled shape.
     pad = (0, M_MAX - m)
     if per_trade:
