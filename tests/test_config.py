@@ -71,6 +71,41 @@ def test_bad_studies(raw, message):
     assert str(error.value).startswith(message)
 
 
+MAGNITUDE = "must be 0 or of magnitude 1e-12 to 1e12 (a market quantity in its unit), got "
+
+
+@pytest.mark.parametrize("raw, message", [
+    ({"solver": {"rho": 1e300}}, "solver.rho: " + MAGNITUDE + "1e+300"),
+    ({"solver": {"rho": 1e-300}}, "solver.rho: " + MAGNITUDE + "1e-300"),
+    ({"solver": {"rho": [1.0, 1e300]}}, "solver.rho[1]: " + MAGNITUDE + "1e+300"),
+    ({"solver": {"eps_primal": 1e-300}}, "solver.eps_primal: " + MAGNITUDE + "1e-300"),
+    ({"solver": {"algorithm": "rci", "alpha": [1e300, 0.01]}}, "solver.alpha[0]: " + MAGNITUDE + "1e+300"),
+    ({"community": {"capacity_per_agent": 1e300}},
+     "community.capacity_per_agent: " + MAGNITUDE + "1e+300"),
+    ({"community": {"producer_b": [[15, 40], [1e300, 2e300]]}},
+     "community.producer_b[1][0]: " + MAGNITUDE + "1e+300"),
+    ({"community": {"charge_per_distance": 1e300}},
+     "community.charge_per_distance: " + MAGNITUDE + "1e+300"),
+    ({"network": {"case": "new_england", "policy": "zonal", "fee": 1e300}},
+     "network.fee: " + MAGNITUDE + "1e+300"),
+    ({"network": {"case": "new_england", "policy": ["zonal", "unique"],
+                  "fee": {"zonal": 17.0, "unique": 1e300}}},
+     "network.fee.unique: " + MAGNITUDE + "1e+300"),
+])
+def test_extreme_magnitudes_are_refused(raw, message):
+    """Such a study once ran and wrote NaN or meaningless rows (rho = 1e300: converged
+    after one iteration, mean price -4.6e268) with exit status 0."""
+    with pytest.raises(InputError) as error:
+        resolve(raw, "study")
+    assert str(error.value) == message
+
+
+def test_magnitudes_are_checked_in_overrides():
+    with pytest.raises(InputError, match=r"^solver.rho: must be 0 or of magnitude 1e-12 to 1e12"):
+        resolve({}, "study", [parse_override("solver.rho=1e300")])
+    assert resolve({"solver": {"rho": 1e12, "eps_primal": 1e-12}}, "study").cells[0].algorithm.rho == 1e12
+
+
 def test_overrides():
     assert parse_override("graph.sparsity=[0, 0.5]") == ("graph.sparsity", [0, 0.5])
     assert parse_override("graph.layout=bipartite") == ("graph.layout", "bipartite")

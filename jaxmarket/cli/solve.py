@@ -105,7 +105,7 @@ def solve(case_file: Path, algorithm: str, tol: Optional[float], policy: str, fe
         from jaxmarket.congestion import line_limits
         from jaxmarket.markets import kind, reserve, solve as solve_market
         from jaxmarket.markets.columns import annotate
-        from jaxmarket.schema import number, text
+        from jaxmarket.schema import quantity, text
         from jaxmarket.study.cell import flat_labels
         from jaxmarket.study.config import solver_options
         from jaxmarket.study.keys import label_units
@@ -123,14 +123,14 @@ def solve(case_file: Path, algorithm: str, tol: Optional[float], policy: str, fe
             raise InputError("--algorithm", f"{algorithm} is chosen with --policy {algorithm}")
         values = {"max_iter": SOLVE_MAX_ITER} | {key: v for key, v in solver.items() if v is not None}
         if tol is not None:
-            number(tol, "--tol", gt=0)
+            quantity(tol, "--tol", gt=0)
             values.update({f.name: tol for f in chosen.declarations() if f.metadata["tolerance"]})
         options = solver_options({"algorithm": algorithm, **values})
         if out is not None and out.suffix != ".parquet":
             raise InputError("--out", f"expected a .parquet file name, got {str(out)!r}")
         if out is not None and out.is_dir():
             raise InputError("--out", f"{out} is a directory")
-        number(fee, "--fee", ge=0)
+        quantity(fee, "--fee", ge=0)
         case = load_case(case_file)
         grid = load_grid_case(case_file).grid if policy != "none" or "branches" in case.meta else None
         endogenous = policy in ENDOGENOUS

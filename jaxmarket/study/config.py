@@ -46,7 +46,7 @@ from jaxmarket.cases import locate
 from jaxmarket.charges import GridCase, load_grid_case
 from jaxmarket.errors import InputError
 from jaxmarket.markets.reserve import check_algorithm as check_reserve_algorithm
-from jaxmarket.schema import child, record, show
+from jaxmarket.schema import child, magnitude, record, show
 from jaxmarket.study.cell import Cell
 from jaxmarket.study.keys import (FEE_POLICIES, OPTIONAL_KEYS, RANGES, SCHEMA, SWEPT_SECTIONS,
                                   name_check)
@@ -95,8 +95,11 @@ def _apply(raw: dict, overrides: Iterable[tuple[str, Any]]) -> dict:
 
 
 def _check_value(section: str, key: str, value, field: str):
-    """A key's value: one scalar, or for swept sections a non-empty list of distinct ones."""
-    check = SCHEMA[section][key].check
+    """A key's value: one scalar, or for swept sections a non-empty list of distinct ones;
+    every number in it a market quantity in the key's unit (``schema.magnitude``)."""
+    def check(v, f):
+        return magnitude(SCHEMA[section][key].check(v, f), f)
+
     sweeps = section in SWEPT_SECTIONS and isinstance(value, list) and (
         key not in RANGES or any(isinstance(v, list) for v in value))
     if not sweeps:
