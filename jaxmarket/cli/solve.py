@@ -5,6 +5,7 @@ one flag per field, ``--rho``, ``--eps-primal``, ``--alpha C P``..., whose defau
 chosen algorithm's own, except the iteration limit: one case is cheap and RCI-type
 negotiations need 10^4-10^5 iterations, so ``solve`` allows ``SOLVE_MAX_ITER`` unless
 ``--max-iter`` says otherwise. ``--tol`` sets every stopping tolerance of the chosen algorithm.
+A flag that is not an option of the chosen algorithm is an error, never ignored.
 A case file with reserve data (``jaxmarket.case``) clears the energy + reserve market
 (consensus ADMM only); its row says so in ``market``, ``confidence`` and ``allocation``.
 """
@@ -121,6 +122,12 @@ def solve(case_file: Path, algorithm: str, tol: Optional[float], policy: str, fe
         chosen = algorithms.get(text(algorithm, "--algorithm", choices=algorithms.names()))
         if "endogenous" in chosen.markets and policy not in ENDOGENOUS:
             raise InputError("--algorithm", f"{algorithm} is chosen with --policy {algorithm}")
+        # A flag of another algorithm would be ignored: say so rather than run without it.
+        own = [f.name for f in chosen.declarations()]
+        for key, value in solver.items():
+            if value is not None and key not in own:
+                raise InputError(_flag(key), f"not an option of {chosen.name} (its options: "
+                                          f"{', '.join(_flag(name) for name in own)})")
         values = {"max_iter": SOLVE_MAX_ITER} | {key: v for key, v in solver.items() if v is not None}
         if tol is not None:
             quantity(tol, "--tol", gt=0)
