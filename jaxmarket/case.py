@@ -16,7 +16,9 @@ policy's charge adds to these (``jaxmarket.charges``). Network data
 (buses, branches, agent buses) are checked and kept in ``CaseFile.meta`` for
 ``jaxmarket.network``: every bus reference must be a known bus, and a case with branches
 needs a reference bus, a bus for every agent, non-zero reactances and a connected grid.
-Any key outside this schema is an error, so a typo never goes unnoticed.
+Any key outside this schema is an error, so a typo never goes unnoticed, and every number is
+0 or of magnitude 1e-12 to 1e12 in its unit (``jaxmarket.schema.quantity``): beyond that
+float64 cannot hold the market's arithmetic.
 
 Energy and reserve market (optional, ``jaxmarket.markets.reserve.case_market``;
 ``jaxmarket solve`` clears it for a case with reserve data): an agent may carry
@@ -49,7 +51,7 @@ from jaxmarket.community import (Community, bipartite_graph, consumers, full_gra
                                  producers)
 from jaxmarket.cases import locate
 from jaxmarket.errors import InputError
-from jaxmarket.schema import array, child, integer, number, record, show, text
+from jaxmarket.schema import array, child, integer, quantity, record, show, text
 
 LAYOUTS = ("full", "bipartite")
 
@@ -63,9 +65,9 @@ KINDS = {
 
 # Energy and reserve market (jaxmarket.reserve): an uncertain agent's forecast of its
 # injection (mean, sd >= 0; a "beta" forecast is a scaled Beta on [low, high]).
-FORECAST = {"mean": number, "sd": partial(number, ge=0),
+FORECAST = {"mean": quantity, "sd": partial(quantity, ge=0),
             "distribution": partial(text, choices=("gaussian", "beta")),
-            "low": number, "high": number}
+            "low": quantity, "high": quantity}
 
 
 def _forecast(value, field):
@@ -79,22 +81,22 @@ def _flag(value, field):
 
 
 AGENT = {
-    "id": integer, "a": partial(number, ge=0), "b": number, "p_min": number, "p_max": number,
-    "x": number, "y": number, "bus": integer, "kind": partial(text, choices=tuple(KINDS)),
-    "uncertain": _flag, "forecast": _forecast, "r_up_max": partial(number, ge=0),
-    "r_down_max": partial(number, ge=0), "reserve_a_up": partial(number, ge=0),
-    "reserve_b_up": number, "reserve_a_down": partial(number, ge=0), "reserve_b_down": number,
+    "id": integer, "a": partial(quantity, ge=0), "b": quantity, "p_min": quantity, "p_max": quantity,
+    "x": quantity, "y": quantity, "bus": integer, "kind": partial(text, choices=tuple(KINDS)),
+    "uncertain": _flag, "forecast": _forecast, "r_up_max": partial(quantity, ge=0),
+    "r_down_max": partial(quantity, ge=0), "reserve_a_up": partial(quantity, ge=0),
+    "reserve_b_up": quantity, "reserve_a_down": partial(quantity, ge=0), "reserve_b_down": quantity,
 }
 # Global confidence level of the reserve market and its allocation (Table 5.1).
-RESERVE = {"delta": partial(number, gt=0, lt=1),
+RESERVE = {"delta": partial(quantity, gt=0, lt=1),
            "allocation": partial(text, choices=("rel_mu", "rel_sigma", "rel_1", "abs_sigma"))}
 BUS = {
-    "id": integer, "type": integer, "zone": integer, "base_kv": number, "qd": number,
-    "gs": number, "bs": number,
+    "id": integer, "type": integer, "zone": integer, "base_kv": quantity, "qd": quantity,
+    "gs": quantity, "bs": quantity,
 }
 BRANCH = {
-    "from_bus": integer, "to_bus": integer, "r": number, "x": number, "b": number,
-    "rate_a": partial(number, ge=0), "ratio": number, "status": integer,
+    "from_bus": integer, "to_bus": integer, "r": quantity, "x": quantity, "b": quantity,
+    "rate_a": partial(quantity, ge=0), "ratio": quantity, "status": integer,
 }
 
 
@@ -105,7 +107,8 @@ def _records(schema, required):
 
 
 CASE = {
-    "name": text, "description": text, "source": text, "graph_note": text, "base_mva": partial(number, gt=0),
+    "name": text, "description": text, "source": text, "graph_note": text,
+    "base_mva": partial(quantity, gt=0),
     "reference_bus": integer, "graph": partial(text, choices=LAYOUTS),
     "agents": _records(AGENT, ("id", "a", "b", "p_min", "p_max")),
     "buses": _records(BUS, ("id",)), "branches": _records(BRANCH, ("from_bus", "to_bus")),
@@ -230,7 +233,7 @@ def _charges(items: list, position: dict[int, int], community: Community, ids: l
     for k, item in enumerate(items):
         field = f"charges[{k}]"
         n, m, gamma = _agent_pair(item, field, position, 3)
-        gamma = number(gamma, child(field, 2))
+        gamma = quantity(gamma, child(field, 2))
         if not edges[n, m]:
             raise InputError(field, f"agents {ids[n]} and {ids[m]} do not trade on this graph")
         if (n, m) in seen:

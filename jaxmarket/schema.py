@@ -3,6 +3,11 @@
 Each checker takes a value and the field name used in messages, and returns the value
 normalized (integers stay ``int``, numbers become ``float``) or raises a one-line
 ``InputError``. ``bool`` is never a number, and numbers must be finite.
+
+Every real number of a case file, a study file or a solver flag is also a market quantity
+in its declared unit (MW, EUR/MWh, EUR/MW^2h, 1, ...) and must be 0 or of a magnitude
+within ``SMALLEST`` to ``LARGEST`` (``quantity``, ``magnitude``; docs/study-file.md,
+"Magnitudes"). The Python API takes any finite number.
 """
 
 from __future__ import annotations
@@ -14,6 +19,15 @@ from typing import Any, Callable, Mapping
 from jaxmarket.errors import InputError
 
 Checker = Callable[[Any, str], Any]
+
+# The magnitudes of a market quantity in its unit. float64 carries 16 significant digits:
+# beyond 1e12 of its unit a value leaves fewer than 4 of them to the unit-order terms it
+# is summed with (bounds, prices, rho, tolerances of 1e-4), its squares and products with
+# rho or a grow to 1e36 and more and, past about 1e150, overflow; a nonzero value below
+# 1e-12 is lost against them (a curvature a of 1e-18 EUR/MW^2h next to a = 0.05 stopped
+# ADMM "converged" 10 % from the optimum). No market is 1e12 MW or 1e12 EUR/MWh, and the
+# scaled cases the solvers are tested on (costs x 1e-9 to x 1e6, bounds x 1e9) fit.
+SMALLEST, LARGEST = 1e-12, 1e12
 
 
 def show(value) -> str:
@@ -61,6 +75,29 @@ def number(value, field: str, *, gt=None, ge=None, lt=None) -> float:
     if not math.isfinite(value):
         raise InputError(field, f"must be finite, got {value}")
     return _check_range(value, field, gt, ge, lt)
+
+
+def magnitude(value, field: str):
+    """``value`` (a checked number, or a pair, list or table of them) when every float in it
+    is 0 or of a magnitude within ``SMALLEST`` to ``LARGEST``; integers (counts, ids,
+    iterations) and text pass as they are."""
+    if isinstance(value, float):
+        if value != 0 and not SMALLEST <= abs(value) <= LARGEST:
+            raise InputError(field, f"must be 0 or of magnitude 1e{math.log10(SMALLEST):.0f} to "
+                                    f"1e{math.log10(LARGEST):.0f} (a market quantity in its unit), "
+                                    f"got {show(value)}")
+    elif isinstance(value, (list, tuple)):
+        for k, v in enumerate(value):
+            magnitude(v, child(field, k))
+    elif isinstance(value, dict):
+        for key, v in value.items():
+            magnitude(v, child(field, key))
+    return value
+
+
+def quantity(value, field: str, *, gt=None, ge=None, lt=None) -> float:
+    """A number read from a user file: finite, in range, and of a market's magnitude."""
+    return magnitude(number(value, field, gt=gt, ge=ge, lt=lt), field)
 
 
 def integer(value, field: str, *, gt=None, ge=None, lt=None) -> int:

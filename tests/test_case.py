@@ -108,6 +108,35 @@ def test_bad_case_documents(changes, message):
     assert "\n" not in str(error.value)
 
 
+MAGNITUDE = "must be 0 or of magnitude 1e-12 to 1e12 (a market quantity in its unit), got "
+
+
+@pytest.mark.parametrize("changes, message", [
+    (_agent(0, a=1e300), "agents[0].a: " + MAGNITUDE + "1e+300"),
+    # A tiny curvature once stopped ADMM "converged" 10 % from the optimum.
+    (_agent(0, a=1e-18), "agents[0].a: " + MAGNITUDE + "1e-18"),
+    (_agent(1, b=-1e300), "agents[1].b: " + MAGNITUDE + "-1e+300"),
+    (_agent(0, p_max=1e300), "agents[0].p_max: " + MAGNITUDE + "1e+300"),
+    (_agent(1, p_min=-1e13), "agents[1].p_min: " + MAGNITUDE + "-10000000000000.0"),
+    ({"charges": [[10, 20, 1e300]]}, "charges[0][2]: " + MAGNITUDE + "1e+300"),
+    ({"base_mva": 1e-300}, "base_mva: " + MAGNITUDE + "1e-300"),
+    (_agent(0, uncertain=True, forecast={"mean": 10.0, "sd": 1e300}),
+     "agents[0].forecast.sd: " + MAGNITUDE + "1e+300"),
+])
+def test_extreme_magnitudes_are_refused(changes, message):
+    """Values float64 cannot combine with a market's other quantities are one-line errors,
+    not NaN or wrong rows (schema.quantity); 0 and the bounds themselves pass."""
+    with pytest.raises(InputError) as error:
+        parse_case(small(**changes), "x")
+    assert str(error.value) == message
+
+
+def test_magnitudes_at_the_bounds_pass():
+    case = parse_case(small(**_agent(0, a=1e-12, p_max=1e12)), "x")
+    assert float(case.community.a[0, 0]) == 1e-12 and float(case.community.p_max[0, 0]) == 1e12
+    parse_case(small(**_agent(0, a=0.0, b=0.0)), "x")
+
+
 def test_bipartite_without_producers_has_no_edges():
     consumers = [dict(a, p_min=-5.0, p_max=0.0, kind="consumer") for a in SMALL["agents"]]
     with pytest.raises(InputError, match="^graph: the trade graph has no edges$"):

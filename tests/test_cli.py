@@ -44,7 +44,14 @@ def study_file(tmp_path):
     (TINY, ["graph.sparsity=[0.5, -0.5]"], "graph.sparsity[1]: must be >= 0, got -0.5"),
     (TINY, ["solver.rhoo=1"], "solver.rhoo: unknown key"),
     (TINY, ["rho"], '--set: expected section.key=value, got "rho"'),
-], ids=["unknown-key", "wrong-type", "sparsity", "malformed", "set-value", "set-key", "set-syntax"])
+    (TINY, ["solver.rho=1e300"], "solver.rho: must be 0 or of magnitude 1e-12 to 1e12 (a market "
+                                 "quantity in its unit), got 1e+300"),
+    (TINY.replace("charge_per_distance = 1.0", "charge_per_distance = 1e300"), [],
+     "community.charge_per_distance: must be 0 or of magnitude 1e-12 to 1e12"),
+    (TINY, ["solver.eps_price=1e-3"], "solver.eps_price: not an option of admm (its options: "),
+    (TINY, ["solver.relaxation=[1.2, 1.6]"], "solver.relaxation: not an option of admm "),
+], ids=["unknown-key", "wrong-type", "sparsity", "malformed", "set-value", "set-key", "set-syntax",
+        "set-huge", "huge", "set-other-algorithm", "sweep-other-algorithm"])
 def test_bad_studies(tmp_path, text, set_, message):
     path = tmp_path / "tiny.toml"
     path.write_text(text)
@@ -149,3 +156,37 @@ def test_solve_bad_files_and_options(tmp_path):
     assert_user_error(invoke("solve", case, "--algorithm", "simplex"), '--algorithm: expected one of "admm"')
     assert_user_error(invoke("solve", case, "--out", tmp_path / "x.csv"), "--out: expected a .parquet file name")
     assert not (tmp_path / "x.csv").exists()
+
+
+def test_solve_refuses_options_of_another_algorithm(tmp_path):
+    """--rho with RCI once ran RCI and ignored --rho; a flag the chosen algorithm does not
+    read is one line naming it and the algorithm's own flags."""
+    out = tmp_path / "result.parquet"
+    assert_user_error(invoke("solve", "new_england", "--algorithm", "rci", "--rho", "2", "--out", out),
+                      "--rho: not an option of rci (its options: --eps-primal, --eps-dual, "
+                      "--max-iter, --check-every, --trace-every, --eps-price, --eps-power, "
+                      "--tuning, --alpha, --beta, --eta, --delta)")
+    assert_user_error(invoke("solve", "new_england", "--eps-price", "1e-3"),
+                      "--eps-price: not an option of admm (its options: --eps-primal, ")
+    assert_user_error(invoke("solve", "new_england", "--policy", "endogenous_dc", "--tuning", "thesis"),
+                      "--tuning: not an option of endogenous_dc (its options: ")
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--rho", "1e300"], "--rho: must be 0 or of magnitude 1e-12 to 1e12"),
+    (["--rho", "1e-300"], "--rho: must be 0 or of magnitude 1e-12 to 1e12"),
+    (["--tol", "1e300"], "--tol: must be 0 or of magnitude 1e-12 to 1e12"),
+    (["--policy", "zonal", "--fee", "1e300"], "--fee: must be 0 or of magnitude 1e-12 to 1e12"),
+])
+def test_solve_refuses_extreme_magnitudes(tmp_path, flags, message):
+    """Such options once gave NaN prices or a gap of 1 with exit status 0."""
+    out = tmp_path / "result.parquet"
+    assert_user_error(invoke("solve", "new_england", *flags, "--out", out), message)
+    assert not out.exists()
+
+
+def test_solve_refuses_a_case_file_beyond_the_magnitudes(tmp_path):
+    path = _case_with(tmp_path, lambda doc: doc["agents"][0].update(p_max=1e300))
+    assert_user_error(invoke("solve", path), f"{path}: agents[0].p_max: must be 0 or of magnitude "
+                                             "1e-12 to 1e12 (a market quantity in its unit), got 1e+300")

@@ -71,6 +71,79 @@ def test_bad_studies(raw, message):
     assert str(error.value).startswith(message)
 
 
+MAGNITUDE = "must be 0 or of magnitude 1e-12 to 1e12 (a market quantity in its unit), got "
+
+
+@pytest.mark.parametrize("raw, message", [
+    ({"solver": {"rho": 1e300}}, "solver.rho: " + MAGNITUDE + "1e+300"),
+    ({"solver": {"rho": 1e-300}}, "solver.rho: " + MAGNITUDE + "1e-300"),
+    ({"solver": {"rho": [1.0, 1e300]}}, "solver.rho[1]: " + MAGNITUDE + "1e+300"),
+    ({"solver": {"eps_primal": 1e-300}}, "solver.eps_primal: " + MAGNITUDE + "1e-300"),
+    ({"solver": {"algorithm": "rci", "alpha": [1e300, 0.01]}}, "solver.alpha[0]: " + MAGNITUDE + "1e+300"),
+    ({"community": {"capacity_per_agent": 1e300}},
+     "community.capacity_per_agent: " + MAGNITUDE + "1e+300"),
+    ({"community": {"producer_b": [[15, 40], [1e300, 2e300]]}},
+     "community.producer_b[1][0]: " + MAGNITUDE + "1e+300"),
+    ({"community": {"charge_per_distance": 1e300}},
+     "community.charge_per_distance: " + MAGNITUDE + "1e+300"),
+    ({"network": {"case": "new_england", "policy": "zonal", "fee": 1e300}},
+     "network.fee: " + MAGNITUDE + "1e+300"),
+    ({"network": {"case": "new_england", "policy": ["zonal", "unique"],
+                  "fee": {"zonal": 17.0, "unique": 1e300}}},
+     "network.fee.unique: " + MAGNITUDE + "1e+300"),
+])
+def test_extreme_magnitudes_are_refused(raw, message):
+    """Such a study once ran and wrote NaN or meaningless rows (rho = 1e300: converged
+    after one iteration, mean price -4.6e268) with exit status 0."""
+    with pytest.raises(InputError) as error:
+        resolve(raw, "study")
+    assert str(error.value) == message
+
+
+def test_magnitudes_are_checked_in_overrides():
+    with pytest.raises(InputError, match=r"^solver.rho: must be 0 or of magnitude 1e-12 to 1e12"):
+        resolve({}, "study", [parse_override("solver.rho=1e300")])
+    assert resolve({"solver": {"rho": 1e12, "eps_primal": 1e-12}}, "study").cells[0].algorithm.rho == 1e12
+
+
+RCI_OPTIONS = ("eps_primal, eps_dual, max_iter, check_every, trace_every, eps_price, eps_power, "
+               "tuning, alpha, beta, eta, delta")
+
+
+@pytest.mark.parametrize("raw, overrides, message", [
+    ({"solver": {"algorithm": "rci", "rho": 2.0}}, [],
+     f"solver.rho: not an option of rci (its options: {RCI_OPTIONS})"),
+    ({}, ["solver.eps_price=1e-3"], "solver.eps_price: not an option of admm (its options: "),
+    # A sweep over an option no algorithm reads would only repeat cells.
+    ({}, ["solver.relaxation=[1.2, 1.6]"], "solver.relaxation: not an option of admm "),
+    ({"solver": {"algorithm": ["rci", "pcmbed"], "rho": 1.0}}, [],
+     "solver.rho: not an option of any algorithm of the study (rci, pcmbed)"),
+    # --set solver.algorithm narrows a study; a key given with --set must still be read.
+    ({"solver": {"rho": 1.0}}, ["solver.algorithm=rci", "solver.rho=2"],
+     f"solver.rho: not an option of rci (its options: {RCI_OPTIONS})"),
+])
+def test_solver_keys_no_algorithm_reads_are_errors(raw, overrides, message):
+    with pytest.raises(InputError) as error:
+        resolve(raw, "study", [parse_override(o) for o in overrides])
+    assert str(error.value).startswith(message)
+
+
+def test_solver_keys_of_the_study_algorithms_are_their_union():
+    # sweeps/algorithms.toml: rho for admm and ced_mean, eps_price for rci and pcmbed.
+    swept = {"algorithm": ["admm", "rci", "pcmbed", "ced_mean"], "rho": 1.0, "eps_price": 1e-4}
+    assert len(resolve({"solver": swept}, "study").cells) == 4
+    # A file's keys may serve an algorithm that --set solver.algorithm replaced (jaxmarket
+    # tune narrows sweeps/algorithms.toml to one algorithm).
+    study = resolve({"solver": swept}, "study", [parse_override("solver.algorithm=rci")])
+    assert [c.algorithm.name for c in study.cells] == ["rci"]
+    assert resolve({"solver": {"rho": 1.0}}, "study",
+                   [parse_override("solver.algorithm=rci")]).cells[0].algorithm.name == "rci"
+    # A dataset's manifest records every algorithm's keys; jaxmarket report reads it back.
+    study = resolve({"solver": {"algorithm": "rci"}}, "study")
+    assert "rho" in study.config["solver"]
+    assert resolve(study.config, "study", recorded=True).config_hash == study.config_hash
+
+
 def test_overrides():
     assert parse_override("graph.sparsity=[0, 0.5]") == ("graph.sparsity", [0, 0.5])
     assert parse_override("graph.layout=bipartite") == ("graph.layout", "bipartite")

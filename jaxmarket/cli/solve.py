@@ -5,6 +5,7 @@ one flag per field, ``--rho``, ``--eps-primal``, ``--alpha C P``..., whose defau
 chosen algorithm's own, except the iteration limit: one case is cheap and RCI-type
 negotiations need 10^4-10^5 iterations, so ``solve`` allows ``SOLVE_MAX_ITER`` unless
 ``--max-iter`` says otherwise. ``--tol`` sets every stopping tolerance of the chosen algorithm.
+A flag that is not an option of the chosen algorithm is an error, never ignored.
 A case file with reserve data (``jaxmarket.case``) clears the energy + reserve market
 (consensus ADMM only); its row says so in ``market``, ``confidence`` and ``allocation``.
 """
@@ -105,7 +106,7 @@ def solve(case_file: Path, algorithm: str, tol: Optional[float], policy: str, fe
         from jaxmarket.congestion import line_limits
         from jaxmarket.markets import kind, reserve, solve as solve_market
         from jaxmarket.markets.columns import annotate
-        from jaxmarket.schema import number, text
+        from jaxmarket.schema import quantity, text
         from jaxmarket.study.cell import flat_labels
         from jaxmarket.study.config import solver_options
         from jaxmarket.study.keys import label_units
@@ -121,16 +122,22 @@ def solve(case_file: Path, algorithm: str, tol: Optional[float], policy: str, fe
         chosen = algorithms.get(text(algorithm, "--algorithm", choices=algorithms.names()))
         if "endogenous" in chosen.markets and policy not in ENDOGENOUS:
             raise InputError("--algorithm", f"{algorithm} is chosen with --policy {algorithm}")
+        # A flag of another algorithm would be ignored: say so rather than run without it.
+        own = [f.name for f in chosen.declarations()]
+        for key, value in solver.items():
+            if value is not None and key not in own:
+                raise InputError(_flag(key), f"not an option of {chosen.name} (its options: "
+                                          f"{', '.join(_flag(name) for name in own)})")
         values = {"max_iter": SOLVE_MAX_ITER} | {key: v for key, v in solver.items() if v is not None}
         if tol is not None:
-            number(tol, "--tol", gt=0)
+            quantity(tol, "--tol", gt=0)
             values.update({f.name: tol for f in chosen.declarations() if f.metadata["tolerance"]})
         options = solver_options({"algorithm": algorithm, **values})
         if out is not None and out.suffix != ".parquet":
             raise InputError("--out", f"expected a .parquet file name, got {str(out)!r}")
         if out is not None and out.is_dir():
             raise InputError("--out", f"{out} is a directory")
-        number(fee, "--fee", ge=0)
+        quantity(fee, "--fee", ge=0)
         case = load_case(case_file)
         grid = load_grid_case(case_file).grid if policy != "none" or "branches" in case.meta else None
         endogenous = policy in ENDOGENOUS

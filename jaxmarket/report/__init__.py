@@ -128,7 +128,7 @@ class Dataset:
     @cached_property
     def study(self) -> Study:
         """The study as resolved from the manifest's config (cells, swept keys)."""
-        return resolve(self.manifest["config"], default_name=self.manifest["study"])
+        return resolve(self.manifest["config"], default_name=self.manifest["study"], recorded=True)
 
     @property
     def swept(self) -> list[str]:

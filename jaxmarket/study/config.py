@@ -46,7 +46,7 @@ from jaxmarket.cases import locate
 from jaxmarket.charges import GridCase, load_grid_case
 from jaxmarket.errors import InputError
 from jaxmarket.markets.reserve import check_algorithm as check_reserve_algorithm
-from jaxmarket.schema import child, record, show
+from jaxmarket.schema import child, magnitude, record, show
 from jaxmarket.study.cell import Cell
 from jaxmarket.study.keys import (FEE_POLICIES, OPTIONAL_KEYS, RANGES, SCHEMA, SWEPT_SECTIONS,
                                   name_check)
@@ -95,8 +95,11 @@ def _apply(raw: dict, overrides: Iterable[tuple[str, Any]]) -> dict:
 
 
 def _check_value(section: str, key: str, value, field: str):
-    """A key's value: one scalar, or for swept sections a non-empty list of distinct ones."""
-    check = SCHEMA[section][key].check
+    """A key's value: one scalar, or for swept sections a non-empty list of distinct ones;
+    every number in it a market quantity in the key's unit (``schema.magnitude``)."""
+    def check(v, f):
+        return magnitude(SCHEMA[section][key].check(v, f), f)
+
     sweeps = section in SWEPT_SECTIONS and isinstance(value, list) and (
         key not in RANGES or any(isinstance(v, list) for v in value))
     if not sweeps:
@@ -118,9 +121,12 @@ def _json_ready(value):
     return value
 
 
-def resolve(raw: dict, default_name: str, overrides: Iterable[tuple[str, Any]] = ()) -> Study:
+def resolve(raw: dict, default_name: str, overrides: Iterable[tuple[str, Any]] = (), *,
+            recorded: bool = False) -> Study:
     """Validate a decoded study (plus overrides) and expand its cells; the only I/O is
-    reading the case files a ``[network]`` section names."""
+    reading the case files a ``[network]`` section names. ``recorded``: ``raw`` is the
+    resolved config a dataset's manifest holds (``jaxmarket report``), which lists every
+    algorithm's keys; its options were checked when it ran."""
     merged = _apply(raw, overrides)
     record(merged, "", {section: lambda value, field: value for section in SCHEMA}, what="a table")
     pinned = merged.get("network", {}).pop("case_sha256", None) if isinstance(merged.get("network"), dict) else None
@@ -161,6 +167,8 @@ def resolve(raw: dict, default_name: str, overrides: Iterable[tuple[str, Any]] =
               for section, values in checked.items()}
     if grid_cases:
         config["network"]["case_sha256"] = _case_checksums(grid_cases, pinned)
+    if not recorded:
+        _check_solver_keys(cells, raw, merged, overrides)
     return Study(
         name=run["name"], seed=run["seed"], out=Path(run["out"]), chunk_size=run["chunk_size"],
         dtype=run["dtype"], cases_per_cell=run["cases_per_cell"], cells=cells, swept=swept,
@@ -230,6 +238,35 @@ def _omit_unused_keys(checked: dict, merged: dict) -> None:
             for key in keys:
                 if key not in merged.get(section, {}):
                     del checked[section][key]
+
+
+def _check_solver_keys(cells: tuple[Cell, ...], raw: dict, merged: dict,
+                       overrides: Iterable[tuple[str, Any]]) -> None:
+    """A ``[solver]`` key that no algorithm of the study reads is a mistake (an option of
+    another algorithm, a sweep that only repeats cells): keys of other algorithms are meant
+    only when one of the study's algorithms reads them (a study sweeping algorithms gives
+    the union of their keys). A key of the file may also serve an algorithm the file names
+    that ``--set solver.algorithm`` replaced (``jaxmarket tune`` narrows a study to one
+    algorithm); a key given with ``--set`` must serve the study as it runs."""
+    def options(running) -> dict[str, None]:
+        return {f.name: None for algorithm in running for f in algorithm.declarations()}
+
+    running = {cell.algorithm.name: cell.algorithm for cell in cells}
+    read = options(running.values())
+    named = raw.get("solver", {}).get("algorithm", "admm") if isinstance(raw.get("solver"), dict) else "admm"
+    named = [name for name in (named if isinstance(named, list) else [named])
+             if isinstance(name, str) and name in algorithms.names()]
+    read_by_file = options(algorithms.get(name) for name in named)
+    overridden = {key.split(".", 1)[1] for key, _ in overrides if key.startswith("solver.")}
+    for key in merged.get("solver", {}):
+        if key == "algorithm" or key in read or (key not in overridden and key in read_by_file):
+            continue
+        if len(running) == 1:
+            (name,) = running
+            problem = f"not an option of {name} (its options: {', '.join(read)})"
+        else:
+            problem = f"not an option of any algorithm of the study ({', '.join(running)})"
+        raise InputError(f"solver.{key}", problem)
 
 
 def _check_cell(cell: Cell) -> None:
