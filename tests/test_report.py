@@ -94,6 +94,17 @@ def test_cell_summary_counts():
     assert math.isnan(second["iterations_median"])
 
 
+def test_cell_summary_counts_agents_stopped_apart_from_converged():
+    """Rows of a stopping study: cases whose agents all stopped by their local rule are
+    counted apart; converged counts only those certified (docs/stopping.md)."""
+    cases = pd.DataFrame({"converged": [True, False, False], "diverged": [False] * 3,
+                          "all_agents_stopped": [True, True, False],
+                          "iterations": [10, 20, 500], "optimality_gap": [1e-7, 1e-3, 1e-2]})
+    (row,) = cell_summary(cases, []).to_dict("records")
+    assert (row["converged"], row["agents_stopped"]) == (1, 2)
+    assert "agents_stopped" not in cell_summary(cases.drop(columns="all_agents_stopped"), [])
+
+
 def test_save_figure_and_table(tmp_path):
     fig = Figure()
     fig.add_subplot().plot([0, 1], [1, 0])

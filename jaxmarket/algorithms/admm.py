@@ -325,7 +325,9 @@ class ConsensusADMM(Algorithm):
 
     def converged(self, params, res: Residuals) -> jax.Array:
         """Global stop (T3.12): sum_n r_n <= eps_p^2 and sum_n s_n <= eps_d^2; under a local
-        rule, every agent has frozen all its trades (docs/stopping.md: what that certifies)."""
+        rule the case stops when every agent has frozen all its trades, and ``markets.p2p``
+        then keeps it converged only where the global rule's certificate holds at the stop
+        (``local_stopping.certify``, docs/stopping.md)."""
         if self.local_rule:
             return res.running == 0
         return (res.primal <= params.eps_primal) & (res.dual <= params.eps_dual)

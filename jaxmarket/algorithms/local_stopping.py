@@ -30,11 +30,25 @@ pinned to the frozen values) and optimises the others. Prices, ``frozen_price``:
   the two ends' prices then differ by what lambda_mn moved after p_nm froze.
 
 The case stops when every agent has frozen every trade (an agent without trades stops at
-its first iteration) or at max_iter. ``converged`` then means that every agent stopped
-by its local rule. The global residual is bounded at the stop: the mismatch of a trade
-pair is final once its second end froze, and at that moment it was within that end's
-threshold, so ``sum_nm (p_nm + p_mn)^2 <= 2 sum_n eps_p,n^2`` (per agent) and ``<= 2
-sum_{n<m} max(eps_p,n, eps_p,m)^2`` (per trade) (tested).
+its first iteration) or at max_iter; ``all_agents_stopped`` says the former. The global
+residual is bounded at the stop: the mismatch of a trade pair is final once its second end
+froze, and at that moment it was within that end's threshold, so ``sum_nm (p_nm + p_mn)^2
+<= 2 sum_n eps_p,n^2`` (per agent) and ``<= 2 sum_{n<m} max(eps_p,n, eps_p,m)^2`` (per
+trade) (tested).
+
+That every agent stopped does not make the answer right: a trade frozen where its mismatch
+and change happened to be small (a trade still at 0, or the ends of a pair under ``partner``
+prices that disagree on its price) leaves a dispatch or prices far from the optimum.
+``converged`` is therefore the global rule's certificate taken at the stop (``certify``):
+every agent stopped, the stopped trades are reciprocal within ``eps_primal`` (the primal
+residual of T3.13), and one unfrozen ADMM iteration from them, every agent re-solving all
+its trades at the symmetrised prices ``(lambda_nm + lambda_mn) / 2`` within the boxes of the
+pair (``p_nm`` within n's bounds and ``-p_mn`` within m's, as in the centralized problem),
+moves them by at most ``eps_dual`` (``trial_dual_residual``, which also counts the two ends'
+disagreement on a price, ``(lambda_nm - lambda_mn) / (2 rho)`` per directed trade that the
+pair's boxes do not pin: the move a price off by that much causes). Trades that are, within the tolerances, reciprocal and
+every agent's own optimal trades at one price per pair satisfy the optimality conditions
+of T3.9: what the global rule certifies, with its tolerances.
 
 Messages: one per directed trade whose owner is still negotiating it, per iteration; no
 residual broadcast.
@@ -42,7 +56,8 @@ residual broadcast.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from functools import partial
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -54,6 +69,8 @@ class LocalStop(NamedTuple):
     frozen: jax.Array  # (B, N, N) directed trades frozen (non-edges are, from the start)
     stopped_at: jax.Array  # (B, N) iteration at which the agent froze its last trade, 0 before
     sent: jax.Array  # (B, N) messages sent by each agent
+    # (B,) change of the trades in the trial iteration of ``certify`` (None while iterating)
+    trial: Any = None
 
 
 class LocalResiduals(NamedTuple):
@@ -115,12 +132,47 @@ def advance(rule: str, community, eps_primal, eps_dual, relative: bool, stop: Lo
     return LocalStop(frozen, stopped_at, sent)
 
 
+def pair_boxes(community):
+    """The community whose trade boxes are those of the pair: p_nm within n's box and -p_mn
+    within m's (the centralized problem's bounds on p_nm once p_mn = -p_nm)."""
+    low, high = community.trade_min, community.trade_max
+    return community._replace(trade_min=jnp.maximum(low, -jnp.swapaxes(high, -1, -2)),
+                              trade_max=jnp.minimum(high, -jnp.swapaxes(low, -1, -2)))
+
+
+@partial(jax.jit, static_argnames="algorithm")
+def certify(algorithm, community, params, result):
+    """The driver's result of a local rule with its honest flag (module doc): ``converged``
+    where every agent stopped (the driver's flag), the primal residual at the stop is within
+    ``eps_primal`` and the trial iteration moves the trades by at most ``eps_dual``; the
+    trial's change kept in ``state.stopping.trial``."""
+    state = result.state
+    trades, edges = state.trades, community.edges
+    reverse = jnp.swapaxes(trades, -1, -2)
+    partner_prices = jnp.swapaxes(state.prices, -1, -2)
+    prices = jnp.where(edges, 0.5 * (state.prices + partner_prices), 0.0)
+    pair = pair_boxes(community)
+    trial, _ = algorithm.local.solve(pair, algorithm.consensus(trades, reverse), prices,
+                                     state.rho, state.local)
+    # An end's own price off the common one by d moves its trade by d / rho, unless the
+    # pair's boxes pin the trade (two consumers: any price supports it).
+    free = edges & (pair.trade_min < pair.trade_max)
+    disagreement = jnp.where(free, (state.prices - prices) / state.rho[:, None, None], 0.0)
+    change = jnp.sqrt((jnp.where(edges, trial - trades, 0.0) ** 2
+                       + disagreement ** 2).sum((-1, -2)))
+    converged = (result.converged & (result.residuals.primal <= params.eps_primal)
+                 & (change <= params.eps_dual))
+    return result._replace(converged=converged,
+                           state=state._replace(stopping=state.stopping._replace(trial=change)))
+
+
 def running(community, stop: LocalStop):
     return (community.active & ~stop.frozen.all(-1)).sum(-1).astype(community.a.dtype)
 
 
 def columns(community, stop: LocalStop, iterations) -> dict[str, jax.Array]:
-    """Rows of a local rule: messages (no broadcasts) and when the agents stopped."""
+    """Rows of a local rule: messages (no broadcasts), when the agents stopped, whether all
+    did and the change of the trial iteration of ``certify``."""
     active = community.active
     n_slots = active.sum(-1)
     sent = jnp.where(active, stop.sent, 0)
@@ -129,6 +181,7 @@ def columns(community, stop: LocalStop, iterations) -> dict[str, jax.Array]:
     at = jnp.where(stopped, stop.stopped_at, iterations[:, None]).astype(jnp.float64)
     every = (stopped | ~active).all(-1)
     return {
+        "all_agents_stopped": every, "trial_dual_residual": stop.trial,
         "messages": messages, "trade_messages": messages,
         "messages_per_agent_mean": messages / jnp.maximum(n_slots, 1),
         "messages_per_agent_max": sent.max(-1),

@@ -67,6 +67,8 @@ def _summary(name: str, algorithm: str, row: dict, study) -> str:
     """The printed summary of a case's row: the P2P or pool market, or the energy +
     reserve market (``study``: its confidence level and allocation)."""
     head = f"{name}: {algorithm}, {row['iterations']} iterations, converged {row['converged']}"
+    if "all_agents_stopped" in row:  # a local stopping rule (docs/stopping.md)
+        head += f", all agents stopped {row['all_agents_stopped']}"
     if study is None:
         return (f"{head}\n"
                 f"  pool price            {row['pool_price']:.2f} EUR/MWh\n"

@@ -118,7 +118,10 @@ COLUMNS: tuple[Column, ...] = (
             "iterations run until the case stopped (converged, diverged or max_iter reached)"),
     _column("converged", "bool", "n/a", STOPPING,
             "the stopping rule held at the last check: primal <= eps_primal and dual <= "
-            "eps_dual (RCI/PCMBED: and the price and power changes <= eps_price, eps_power)"),
+            "eps_dual (RCI/PCMBED: and the price and power changes <= eps_price, eps_power); "
+            "under a local rule (admm, solver.stopping), every agent stopped and the global "
+            "rule's certificate holds at the stop: primal <= eps_primal and "
+            "trial_dual_residual <= eps_dual (docs/stopping.md)"),
     _column("diverged", "bool", "n/a", STOPPING, "a residual was not finite at a check"),
     _column("primal_residual", "float", "MW", STOPPING + " trace",
             "primal residual at the stop (trace: at the iteration): sqrt(sum_nm (p_nm + "
@@ -295,6 +298,17 @@ COLUMNS: tuple[Column, ...] = (
             "messages refused by a full link buffer (10 slots per link)"),
     # --- when the agents stopped (algorithms.local_stopping; rows of a study giving
     # solver.stopping, and every row under a local rule)
+    _column("all_agents_stopped", "bool", "n/a", "stopping",
+            "every agent stopped negotiating before max_iter: by its own local rule (local "
+            "rules, T3.15-3.16: the thesis' stop, which does not certify the answer, see "
+            "converged), all together when the global rule held (global rule: converged)"),
+    _column("trial_dual_residual", "float", "MW", "stopping",
+            "change sqrt(sum_nm (p^_nm - p_nm)^2) of the trades at the stop in one unfrozen ADMM "
+            "iteration from them, every agent re-solving all its trades at the symmetrised "
+            "prices (lambda_nm + lambda_mn) / 2 within the pair's boxes, the two ends' "
+            "disagreement on a price counted as (lambda_nm - lambda_mn) / (2 rho) per directed "
+            "trade (local rules: converged needs it <= eps_dual, docs/stopping.md); "
+            "dual_residual (global rule)"),
     _column("last_agent_stop", "float", "count", "stopping",
             "iteration at which the last agent stopped negotiating: its local rule froze its "
             "last trade (local rules), the case converged (global rule: iterations); NaN when "

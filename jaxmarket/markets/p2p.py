@@ -60,6 +60,8 @@ def _run_layout(community: Community, algorithm: Algorithm, driver: str, width: 
     result = iterate(algorithm.static(), problem, params,
                      driver_options(community, algorithm, driver, width),
                      jnp.int32(community.n_cases if queued is None else queued))
+    if getattr(result.state, "stopping", None) is not None:  # a local rule: flag certified
+        result = local_stopping.certify(algorithm.static(), problem, params, result)
     if not width:
         return result
     trades, prices = (neighbours.to_dense(problem.partner, v)

@@ -82,13 +82,18 @@ def driver_columns(result: DriverResult) -> dict[str, jax.Array]:
             "dual_residual": result.residuals.dual}
 
 
-STOP_COLUMNS = ("last_agent_stop", "mean_agent_stop")  # rows of a study giving solver.stopping
+# rows of a study giving solver.stopping
+STOP_COLUMNS = ("all_agents_stopped", "trial_dual_residual", "last_agent_stop", "mean_agent_stop")
 
 
 def global_stop_columns(rows: dict) -> dict[str, np.ndarray]:
-    """When the agents stopped under a global rule: all together, at the case's stop."""
+    """When the agents stopped under a global rule: all together, at the case's stop, when
+    the global rule held (its certificate: the residuals of the last iteration)."""
     iterations = np.asarray(rows["iterations"], np.float64)
-    return {"last_agent_stop": np.where(np.asarray(rows["converged"]), iterations, np.nan),
+    converged = np.asarray(rows["converged"])
+    return {"all_agents_stopped": converged,
+            "trial_dual_residual": np.asarray(rows["dual_residual"]),
+            "last_agent_stop": np.where(converged, iterations, np.nan),
             "mean_agent_stop": iterations}
 
 

@@ -265,6 +265,7 @@ def save_figure(fig: Figure, directory: Path, stem: str) -> list[Path]:
 # headers read ``column (unit)``. Shares are fractions (0-1) in every table, never percent.
 UNITS = (
     ("cases", "cases"), ("converged", "cases"), ("diverged", "cases"), ("reached", "cases"),
+    ("agents_stopped", "cases"),
     ("reached_gap_*", "cases"), ("sizes_fitted", "sizes"),
     ("iterations*", "iterations"), ("median_to_gap_*", "iterations"),
     ("success_rate", "fraction"), ("converged_share", "fraction"), ("overloaded_share", "fraction"),

@@ -3,7 +3,9 @@
 Columns: the swept parameters, ``cases``, ``converged``, ``diverged``, ``success_rate``
 (converged / cases), the iteration counts of the converged cases (median, 10/90 %
 percentiles, max and the shifted geometric mean with shift 10), and the median and max
-optimality gap over all cases (converged or not).
+optimality gap over all cases (converged or not). A study of stopping rules (rows with
+``all_agents_stopped``) also gets ``agents_stopped``: the cases whose agents all stopped by
+their rule, which under a local rule includes cases not converged (docs/stopping.md).
 """
 
 from __future__ import annotations
@@ -27,8 +29,10 @@ def cell_summary(cases: pd.DataFrame, by: list[str]) -> pd.DataFrame:
         iterations = group["iterations"].to_numpy(float)[converged]
         stats = distribution(iterations)
         labels = dict(zip(by, key if isinstance(key, tuple) else (key,))) if by else {}
+        stopped = ({"agents_stopped": int(group["all_agents_stopped"].astype(bool).sum())}
+                   if "all_agents_stopped" in group else {})
         rows.append({
-            **labels, "cases": len(group), "converged": int(converged.sum()),
+            **labels, "cases": len(group), "converged": int(converged.sum()), **stopped,
             "diverged": int(group["diverged"].sum()), "success_rate": converged.mean(),
             "iterations_median": stats["median"], "iterations_p10": stats["p10"],
             "iterations_p90": stats["p90"],
