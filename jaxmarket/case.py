@@ -81,7 +81,8 @@ def _flag(value, field):
 
 
 AGENT = {
-    "id": integer, "a": partial(quantity, ge=0), "b": quantity, "p_min": quantity, "p_max": quantity,
+    "id": integer, "a": partial(quantity, ge=0), "b": quantity, "p_min": quantity,
+    "p_max": quantity,
     "x": quantity, "y": quantity, "bus": integer, "kind": partial(text, choices=tuple(KINDS)),
     "uncertain": _flag, "forecast": _forecast, "r_up_max": partial(quantity, ge=0),
     "r_down_max": partial(quantity, ge=0), "reserve_a_up": partial(quantity, ge=0),

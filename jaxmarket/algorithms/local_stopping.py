@@ -46,9 +46,10 @@ its trades at the symmetrised prices ``(lambda_nm + lambda_mn) / 2`` within the 
 pair (``p_nm`` within n's bounds and ``-p_mn`` within m's, as in the centralized problem),
 moves them by at most ``eps_dual`` (``trial_dual_residual``, which also counts the two ends'
 disagreement on a price, ``(lambda_nm - lambda_mn) / (2 rho)`` per directed trade that the
-pair's boxes do not pin: the move a price off by that much causes). Trades that are, within the tolerances, reciprocal and
-every agent's own optimal trades at one price per pair satisfy the optimality conditions
-of T3.9: what the global rule certifies, with its tolerances.
+pair's boxes do not pin: the move a price off by that much causes). Trades that are,
+within the tolerances, reciprocal and every agent's own optimal trades at one price per
+pair satisfy the optimality conditions of T3.9: what the global rule certifies, with its
+tolerances.
 
 Messages: one per directed trade whose owner is still negotiating it, per iteration; no
 residual broadcast.

@@ -253,7 +253,8 @@ def _check_solver_keys(cells: tuple[Cell, ...], raw: dict, merged: dict,
 
     running = {cell.algorithm.name: cell.algorithm for cell in cells}
     read = options(running.values())
-    named = raw.get("solver", {}).get("algorithm", "admm") if isinstance(raw.get("solver"), dict) else "admm"
+    solver = raw.get("solver")
+    named = solver.get("algorithm", "admm") if isinstance(solver, dict) else "admm"
     named = [name for name in (named if isinstance(named, list) else [named])
              if isinstance(name, str) and name in algorithms.names()]
     read_by_file = options(algorithms.get(name) for name in named)

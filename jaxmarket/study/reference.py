@@ -32,10 +32,11 @@ float64 carries 16 significant digits: beyond 1e12 of its unit a value leaves fe
 of them to the unit-order terms it is summed with, and its squares and products with ρ or
 `a` overflow past about 1e150 (ρ = 1e300 once ran "converged" with a mean price of
 -4.6e268; `p_max` = 1e300 gave an infinite reference); a nonzero value below 1e-12 is lost
-against them (a curvature `a` of 1e-18 EUR/MW²h once stopped ADMM "converged" 10 % from the
-optimum). No market is 1e12 MW or 1e12 EUR/MWh, and the scaled cases the solvers are tested
-on (costs × 1e-9 to × 1e6, bounds × 1e9, [stopping.md](stopping.md#scale-honest-flags-at-any-power-and-cost-scale))
-fit. The Python API takes any finite number.
+against them (a curvature `a` of 1e-18 EUR/MW²h moves an injection across 100 MW within one
+float of a price of 20 EUR/MWh). No market is 1e12 MW or 1e12 EUR/MWh, and the scaled
+cases the solvers are tested on (costs × 1e-9 to × 1e6, bounds × 1e9,
+[stopping.md](stopping.md#scale-honest-flags-at-any-power-and-cost-scale)) fit. The Python
+API takes any finite number.
 
 **Options no algorithm reads.** A `[solver]` key (given, swept or set with `--set`) that none
 of the study's algorithms reads is an error naming it: it would be ignored, or a sweep over
