@@ -113,13 +113,13 @@ def make_community(a, b, p_min, p_max, edges, charge=None, x=None, y=None, activ
 REACH_MARGIN = 10.0
 
 
-def reach(c: Community):
-    """The largest power an agent of every case can move within the case's prices (MW; 0
-    where no agent has a bound). An optimal injection makes the agent's marginal cost
-    a_n p_n + b_n a market price, and market prices lie within the spread of the agents'
-    b plus twice the largest charge: ``REACH_MARGIN`` times that spread over a_n bounds
-    |p_n|, and so does the agent's bound. Reductions run over the trailing agent axes
-    only (one case, or a batch); maxima are exact, so the value never depends on the batch.
+def agent_reach(c: Community):
+    """(..., N) the largest power each agent can move within its case's prices (MW; 0 for an
+    agent without bounds). An optimal injection makes the agent's marginal cost a_n p_n +
+    b_n a market price, and market prices lie within the spread of the agents' b plus twice
+    the largest charge: ``REACH_MARGIN`` times that spread over a_n bounds |p_n|, and so
+    does the agent's bound. Reductions run over the trailing agent axes only (one case, or
+    a batch); maxima are exact, so the value never depends on the batch.
     """
     trade = c.edges & c.active[..., :, None] & c.active[..., None, :]
     bound = jnp.where(c.active, jnp.maximum(jnp.abs(c.p_min), jnp.abs(c.p_max)), 0.0)
@@ -129,7 +129,20 @@ def reach(c: Community):
     spread = jnp.where(jnp.isfinite(b_max - b_min), b_max - b_min, 0.0) + 2 * charge
     curved = c.active & (c.a > 0)
     move = REACH_MARGIN * spread[..., None] / jnp.where(curved, c.a, 1.0)
-    return jnp.max(jnp.where(curved, jnp.minimum(bound, move), bound), axis=-1)
+    return jnp.where(curved, jnp.minimum(bound, move), bound)
+
+
+def reach(c: Community):
+    """The largest ``agent_reach`` of every case (MW; 0 where no agent has a bound)."""
+    return jnp.max(agent_reach(c), axis=-1)
+
+
+def marginal_cost_scale(c: Community, power):
+    """(...) the largest a_n p of an agent, p the power scale or the agent's reach where that
+    is smaller (EUR/MWh): a steep agent (a = 1e12 EUR/MW^2h) does not make the case's prices
+    1e14, since the market's prices keep its power within its reach."""
+    moved = jnp.minimum(power[..., None], agent_reach(c))
+    return jnp.where(c.active, c.a * moved, 0.0).max(-1)
 
 
 @jax.jit
@@ -139,17 +152,16 @@ def scales(c: Community):
 
     Power: the largest bound of an agent or trade, but no more than ``reach``, so that
     bounds far beyond the power the prices can move (1e6 times the traded power) do not
-    set it. Price: the largest |b|, a_n times the power scale, or |charge|. Either is 1
-    where it would be 0. The exact reference scales its cases the same way.
+    set it. Price: the largest |b|, a_n times the power scale or the agent's reach where
+    that is smaller (``marginal_cost_scale``), or |charge|. Either is 1 where it would be 0. The exact reference scales its cases the same way.
     """
     trade = c.edges & c.active[..., :, None] & c.active[..., None, :]
     bound = jnp.where(c.active, jnp.maximum(jnp.abs(c.p_min), jnp.abs(c.p_max)), 0.0)
     trade_bound = jnp.where(trade, jnp.maximum(jnp.abs(c.trade_min), jnp.abs(c.trade_max)), 0.0)
     power = jnp.maximum(bound.max(-1), trade_bound.max((-2, -1)))
     power = within_reach(power, reach(c))
-    price = jnp.maximum(
-        jnp.abs(jnp.where(c.active, c.b, 0.0)).max(-1),
-        (jnp.where(c.active, c.a, 0.0) * power[..., None]).max(-1))
+    price = jnp.maximum(jnp.abs(jnp.where(c.active, c.b, 0.0)).max(-1),
+                        marginal_cost_scale(c, power))
     price = jnp.maximum(price, jnp.abs(jnp.where(trade, c.charge, 0.0)).max((-2, -1)))
     return power, jnp.where(price > 0, price, 1.0)
 

@@ -42,7 +42,7 @@ Variables whose box has zero width (trades forced to 0 by the sign constraints b
 two producers, padding agents, agents with p_min = p_max) are fixed and left out of the
 Newton system. Each case is scaled (powers by its largest bound, or by the power its
 prices can move where the bounds are far larger: ``community.reach``; prices by its
-largest marginal cost) so that the tolerance means the same for every case. A case whose
+largest marginal cost within those powers: ``community.marginal_cost_scale``) so that the tolerance means the same for every case. A case whose
 solution or objective is not finite (bounds so large that costs overflow) is not
 converged. The solver always runs in float64.
 """
@@ -54,7 +54,8 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from jaxmarket.community import Community, astype, reach, within_reach
+from jaxmarket.community import (Community, astype, marginal_cost_scale, reach,
+                                 within_reach)
 
 # Floor on the Newton curvature of a trade (scaled units). A trade strictly inside its box
 # has zero cost curvature and a barrier curvature that vanishes with the gap; the floor
@@ -248,7 +249,8 @@ def _scale(c):
 
     power = jnp.max(jnp.abs(jnp.concatenate([p_lo, p_hi, x_lo.ravel(), x_hi.ravel()])))
     power = within_reach(power, reach(c))
-    price = jnp.max(jnp.abs(jnp.concatenate([b, a * power, cost.ravel()])))
+    price = jnp.max(jnp.abs(jnp.concatenate([b, marginal_cost_scale(c, power)[None],
+                                             cost.ravel()])))
     price = jnp.where(price > 0, price, 1.0)
     problem = _Problem(
         a=a * power / price, b=b / price, p_lo=p_lo / power, p_hi=p_hi / power,

@@ -207,3 +207,17 @@ def test_random_small_markets_match_clarabel(agents, seed):
     # Both solvers stop on gaps relative to the scale of the money at stake.
     scale = size.max() * max(b.max(), (a * size).max(), 1.0)
     assert float(result.objective[0]) == pytest.approx(exact, rel=1e-8, abs=1e-9 * scale)
+
+
+def test_a_steep_agent_does_not_set_the_price_scale():
+    """An agent with a = 1e12 EUR/MW²h sits within 1e-10 MW of 0 at any price of the market:
+    the optimum is that of the market with its power pinned at 0 (Clarabel, which itself
+    fails on the steep agent). Its a times the case's power (1e14) once set the price scale,
+    and the reference stopped "converged" at -811 against -3469.5 EUR/h, within a tolerance
+    relative to 1e14."""
+    b, p_min, p_max = [20, 30, 70, 80], [0, 0, -90, -70], [100, 80, 0, 0]
+    result = solve_reference(small_case([1e12, 0.08, 0.06, 0.07], b, p_min, p_max))
+    pinned = small_case([0, 0.08, 0.06, 0.07], b, p_min, [0, 80, 0, 0])
+    assert bool(result.converged[0])
+    exact = clarabel_p2p(pinned, 0)["objective"]
+    assert float(result.objective[0]) == pytest.approx(exact, rel=1e-9)
