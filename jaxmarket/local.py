@@ -26,10 +26,11 @@ The root is found exactly, without an inner tolerance:
    that search runs only where h is flat (no free variable). Newton points outside the
    bracket of the root give way to the bracket's midpoint, and a linear agent's step at
    b is visited when a Newton step would cross it. A Newton step that rounds to its start
-   moves one or two floats on: the agent is done when h changes sign there (its root is
-   then known to the resolution of floats), not before, since a steep piece (a tiny
-   curvature a) can end within a float. ADMM's warm starts make two passes (a Newton step
-   and its certificate) the rule.
+   settles the agent (its root is known to the resolution of floats), unless the injection
+   is free on a piece that ends within a float or two (a tiny curvature a): then the
+   agent moves one or two floats on, and is done where h changes sign between adjacent
+   floats. ADMM's warm starts make two passes (a Newton step and its certificate) the
+   rule.
 2. Agents still unresolved after ``max_newton`` passes (rare) fall back to a sort of all
    breakpoints, a binary search for the segment holding the root and the closed-form
    solve on that segment.
@@ -220,23 +221,28 @@ def _newton_step(problem: _LocalProblem, s: _NewtonState) -> _NewtonState:
     crosses_step = ~linear & stepped & (((mu < b) & (candidate >= b))
                                         | ((mu > b) & (candidate <= b)))
     candidate = jnp.where(crosses_step, b, candidate)
-    # A Newton step that rounds to mu does not show that the root is within a float of mu:
-    # the piece may end before the next float (a steep injection, a = 1e-18, rose by
-    # 1e3 MW per float). A step of one or two floats in the direction of h decides.
+    # A Newton step that rounds to mu: mu is the root to the resolution of floats, unless
+    # the injection is free on a piece that ends within a float or two (a steep injection:
+    # a = 1e-18 rose by 1e3 MW per float); then one or two floats on in the direction of h
+    # decide. (A trade's piece is as narrow only where no float places the trade closer.)
     rounded = candidate == mu
     nudge = jnp.maximum(jnp.abs(mu) * jnp.finfo(mu.dtype).eps, jnp.finfo(mu.dtype).tiny)
+    room = jnp.where(right, problem.injection_hi - nudge > mu, problem.injection_lo + nudge < mu)
+    settles = rounded & (~linear | (injection != _FREE) | room)
     candidate = jnp.where(rounded, mu + jnp.where(right, nudge, -nudge), candidate)
     # The root is not left of a point with h > 0 nor right of one with h < 0.
     low = jnp.where(right, jnp.maximum(s.low, mu), s.low)
     high = jnp.where(right, s.high, jnp.minimum(s.high, mu))
     inside = (candidate > low) & (candidate < high)
     bracketed = jnp.isfinite(low) & jnp.isfinite(high)
-    # Nudged onto or past the bracket's end: h changes sign within two floats of mu, the
-    # root to the resolution of floats. Outside an open bracket: no breakpoint ahead and
-    # no slope, h keeps its sign (only if infeasible).
-    settled = (rounded | ~bracketed) & ~inside
+    middle = 0.5 * (low + high)
+    # h changes sign between two adjacent floats (no float strictly between them, where
+    # their midpoint would round): the root to the resolution of floats. Outside an open
+    # bracket: no breakpoint ahead and no slope, h keeps its sign (only if infeasible).
+    adjacent = bracketed & ((middle == low) | (middle == high))
+    settled = settles | adjacent | (~inside & ~bracketed)
     done = s.done | at_root | certified | settled
-    mu = jnp.where(done, mu, jnp.where(inside, candidate, 0.5 * (low + high)))
+    mu = jnp.where(done, mu, jnp.where(inside, candidate, middle))
     newton = ~flat & ~crosses_step & ~rounded & inside
     return _NewtonState(mu, counts, injection, newton, low, high, done, s.steps + 1, trades,
                         total)
