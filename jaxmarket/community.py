@@ -153,7 +153,8 @@ def scales(c: Community):
     Power: the largest bound of an agent or trade, but no more than ``reach``, so that
     bounds far beyond the power the prices can move (1e6 times the traded power) do not
     set it. Price: the largest |b|, a_n times the power scale or the agent's reach where
-    that is smaller (``marginal_cost_scale``), or |charge|. Either is 1 where it would be 0. The exact reference scales its cases the same way.
+    that is smaller (``marginal_cost_scale``), or |charge|. Either is 1 where it would be
+    0. The exact reference scales its cases the same way.
     """
     trade = c.edges & c.active[..., :, None] & c.active[..., None, :]
     bound = jnp.where(c.active, jnp.maximum(jnp.abs(c.p_min), jnp.abs(c.p_max)), 0.0)

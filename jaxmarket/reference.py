@@ -42,9 +42,9 @@ Variables whose box has zero width (trades forced to 0 by the sign constraints b
 two producers, padding agents, agents with p_min = p_max) are fixed and left out of the
 Newton system. Each case is scaled (powers by its largest bound, or by the power its
 prices can move where the bounds are far larger: ``community.reach``; prices by its
-largest marginal cost within those powers: ``community.marginal_cost_scale``) so that the tolerance means the same for every case. A case whose
-solution or objective is not finite (bounds so large that costs overflow) is not
-converged. The solver always runs in float64.
+largest marginal cost within those powers: ``community.marginal_cost_scale``) so that
+the tolerance means the same for every case. A case whose solution or objective is not
+finite (bounds so large that costs overflow) is not converged. The solver always runs in float64.
 """
 
 from __future__ import annotations
