@@ -82,11 +82,11 @@ def _flag(value, field):
 
 AGENT = {
     "id": integer, "a": partial(quantity, ge=0), "b": quantity, "p_min": quantity,
-    "p_max": quantity,
-    "x": quantity, "y": quantity, "bus": integer, "kind": partial(text, choices=tuple(KINDS)),
-    "uncertain": _flag, "forecast": _forecast, "r_up_max": partial(quantity, ge=0),
-    "r_down_max": partial(quantity, ge=0), "reserve_a_up": partial(quantity, ge=0),
-    "reserve_b_up": quantity, "reserve_a_down": partial(quantity, ge=0), "reserve_b_down": quantity,
+    "p_max": quantity, "x": quantity, "y": quantity, "bus": integer,
+    "kind": partial(text, choices=tuple(KINDS)), "uncertain": _flag, "forecast": _forecast,
+    "r_up_max": partial(quantity, ge=0), "r_down_max": partial(quantity, ge=0),
+    "reserve_a_up": partial(quantity, ge=0), "reserve_b_up": quantity,
+    "reserve_a_down": partial(quantity, ge=0), "reserve_b_down": quantity,
 }
 # Global confidence level of the reserve market and its allocation (Table 5.1).
 RESERVE = {"delta": partial(quantity, gt=0, lt=1),

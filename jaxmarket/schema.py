@@ -25,8 +25,8 @@ Checker = Callable[[Any, str], Any]
 # is summed with (bounds, prices, rho, tolerances of 1e-4), its squares and products with
 # rho or a grow to 1e36 and more and, past about 1e150, overflow; a nonzero value below
 # 1e-12 is lost against them (a curvature a of 1e-18 EUR/MW^2h moves an injection across
-# 100 MW within one float of a price of 20 EUR/MWh). No market is 1e12 MW or 1e12 EUR/MWh, and the
-# scaled cases the solvers are tested on (costs x 1e-9 to x 1e6, bounds x 1e9) fit.
+# 100 MW within one float of a price of 20 EUR/MWh). No market is 1e12 MW or 1e12 EUR/MWh,
+# and the scaled cases the solvers are tested on (costs x 1e-9 to x 1e6, bounds x 1e9) fit.
 SMALLEST, LARGEST = 1e-12, 1e12
 
 
