@@ -136,19 +136,18 @@ class _LocalProblem(NamedTuple):
     def next_kink(self, mu, right):
         """Nearest breakpoint of a variable that can move, strictly beyond ``mu`` in the
         given direction (+-inf if none)."""
+        m, r = mu[..., None], right[..., None]
+        kink_lo, kink_hi = self.kink_lo, self.kink_hi
+        # A trade's first breakpoint ahead (kink_lo <= kink_hi), negated to the left, so that
+        # one minimum over the trades finds the nearest.
+        to_right = jnp.where(m < kink_lo, kink_lo, jnp.where(m < kink_hi, kink_hi, jnp.inf))
+        to_left = jnp.where(m > kink_hi, -kink_hi, jnp.where(m > kink_lo, -kink_lo, jnp.inf))
+        trades = jnp.where(self.lo < self.hi, jnp.where(r, to_right, to_left), jnp.inf).min(-1)
         sign = jnp.where(right, 1.0, -1.0).astype(mu.dtype)
-        ahead = sign * mu  # in the direction of travel: the smallest sign * kink > ahead
-        movable = self.lo < self.hi
-
-        def nearest(kinks):
-            directed = sign[..., None] * kinks
-            return jnp.where((directed > ahead[..., None]) & movable, directed, jnp.inf).min(-1)
-
         injection = jnp.stack([sign * self.injection_lo, sign * self.injection_hi], -1)
-        nearest_injection = jnp.where(injection > ahead[..., None], injection, jnp.inf).min(-1)
-        closest = jnp.minimum(jnp.minimum(nearest(self.kink_lo), nearest(self.kink_hi)),
-                              nearest_injection)
-        return sign * closest
+        nearest_injection = jnp.where(injection > (sign * mu)[..., None], injection,
+                                      jnp.inf).min(-1)
+        return sign * jnp.minimum(trades, nearest_injection)
 
 
 # Status counts of a pass, in one integer per agent: the trades at or above their box in the
