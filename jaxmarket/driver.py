@@ -190,21 +190,26 @@ def _over_devices(algorithm, problem, params, waiting, options: DriverOptions
     return result._replace(lane_iterations=spent)
 
 
-def _check(algorithm, problem, params, every: int, stopped, state, res, conv, div):
+def _check(algorithm, problem, params, every: int, stopped, state, res, conv, div,
+           freeze: bool = True):
     """``every`` iterations of the cases not ``stopped``, then their convergence check.
     Returns the state, the residuals (frozen where stopped), the fresh residuals and the
-    converged and diverged flags. The residuals are those of ``algorithm.advance``."""
+    converged and diverged flags. The residuals are those of ``algorithm.advance``. Without
+    ``freeze`` the caller guarantees that no case has stopped (nothing to hold)."""
+    def hold(old, new):
+        return _freeze(stopped, old, new) if freeze else new
+
     def one(_, s):
-        return _freeze(stopped, s, algorithm.step(problem, params, s))
+        return hold(s, algorithm.step(problem, params, s))
 
     before = jax.lax.fori_loop(0, every - 1, one, state)
     stepped, new_res = algorithm.advance(problem, params, before)
-    after = _freeze(stopped, before, stepped)
+    after = hold(before, stepped)
     finite = algorithm.finite(after, new_res)
     running = ~stopped
     conv = conv | (running & finite & algorithm.converged(params, new_res))
     div = div | (running & ~finite)
-    return after, _freeze(stopped, res, new_res), new_res, conv, div
+    return after, hold(res, new_res), new_res, conv, div
 
 
 def _record(algorithm, problem, params, trace, state, new_res, running, write):
@@ -231,8 +236,10 @@ def _iterate(algorithm, problem, params, waiting, options: DriverOptions
     def block(carry):
         blk, state, res, iterations, conv, div, trace = carry
         stopped = conv | div | ~waiting
+        # A lone case runs only while it has not stopped (the loop ends then): no freeze.
         after, res, new_res, new_conv, new_div = _check(
-            algorithm, problem, params, options.check_every, stopped, state, res, conv, div)
+            algorithm, problem, params, options.check_every, stopped, state, res, conv, div,
+            freeze=n_cases > 1)
         running = ~stopped
         iterations = jnp.where(stopped, iterations, (blk + 1) * options.check_every)
         if trace is not None:
