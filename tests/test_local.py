@@ -125,6 +125,32 @@ def test_linear_agent_takes_the_residual_at_its_price():
     np.testing.assert_allclose(d.trades[0], target[0] - 2.0, atol=1e-12)
 
 
+@pytest.mark.parametrize("per_trade", [False, True], ids=["agent-rho", "trade-rho"])
+@pytest.mark.parametrize("seed", range(40))
+def test_next_breakpoint_is_the_nearest_ahead(seed, per_trade):
+    """The breakpoint search of a flat piece: the nearest breakpoint of a movable trade or
+    of the injection strictly beyond mu, in either direction, from every breakpoint itself
+    and from points between them (a brute-force search over all of them as reference)."""
+    target, lo, hi, a, b, p_min, p_max, rho, _ = _random_local_problem(seed, 9, seed % 3 == 0,
+                                                                        seed % 4 == 0)
+    rng = np.random.default_rng(seed)
+    rho = rng.uniform(0.1, 10, len(target)) if per_trade else np.full(len(target), rho)
+    problem = _LocalProblem.build(*(jnp.asarray(v) for v in (target, lo, hi)),
+                                  *(jnp.asarray(float(v)) for v in (a, b, p_min, p_max)),
+                                  jnp.asarray(rho if per_trade else rho[0]))
+    movable = lo < hi
+    kinks = np.concatenate([(rho * (target - hi))[movable], (rho * (target - lo))[movable],
+                            [b + a * p_min, b + a * p_max]])
+    points = np.concatenate([kinks, np.sort(kinks)[:-1] + 0.5 * np.diff(np.sort(kinks)),
+                             [kinks.min() - 1.0, kinks.max() + 1.0]])
+    for right in (True, False):
+        found = jax.jit(problem.next_kink)(jnp.asarray(points), jnp.full(len(points), right))
+        ahead = [kinks[kinks > mu] if right else kinks[kinks < mu] for mu in points]
+        expected = [(k.min() if right else k.max()) if k.size else (np.inf if right else -np.inf)
+                    for k in ahead]
+        np.testing.assert_array_equal(np.asarray(found), expected)
+
+
 def test_newton_steps_count_the_loop():
     """``newton_steps`` is the loop's count: none when the sorted search does it all."""
     problem = [jnp.asarray(np.array(v)) for v in zip(*[_random_local_problem(s, 7, False, False)
