@@ -126,7 +126,7 @@ def test_linear_agent_takes_the_residual_at_its_price():
 
 
 @pytest.mark.parametrize("per_trade", [False, True], ids=["agent-rho", "trade-rho"])
-@pytest.mark.parametrize("seed", range(40))
+@pytest.mark.parametrize("seed", range(20))
 def test_next_breakpoint_is_the_nearest_ahead(seed, per_trade):
     """The breakpoint search of a flat piece: the nearest breakpoint of a movable trade or
     of the injection strictly beyond mu, in either direction, from every breakpoint itself
