@@ -258,6 +258,26 @@ def _newton(problem: _LocalProblem, guess, max_steps: int):
                               _NewtonState.start(problem, guess))
 
 
+def _fallback(problem: _LocalProblem, s: _NewtonState) -> _NewtonState:
+    """The agents the Newton passes left unresolved (all of them after none) moved to the
+    sorted search's roots, and every agent's trades there (an agent done keeps its mu and
+    so the trades of its last pass). A loop of at most one iteration, not a ``cond``: a
+    ``cond`` copied the block's trades on every solve."""
+
+    def unresolved(s: _NewtonState):
+        return ~jnp.all(s.done)
+
+    def search(s: _NewtonState):
+        # Tied to the loop's state: XLA would otherwise hoist the search out of the loop
+        # and run it on every solve.
+        tied, _ = jax.lax.optimization_barrier((problem, s.mu))
+        mu = jnp.where(s.done, s.mu, _sorted_search(tied))
+        trades = problem.trades(mu)
+        return s._replace(mu=mu, done=jnp.ones_like(s.done), trades=trades, power=trades.sum(-1))
+
+    return jax.lax.while_loop(unresolved, search, s)
+
+
 def _sorted_search(problem: _LocalProblem):
     """Exact root by sorting all breakpoints and a binary search (the robust fallback)."""
     kinks = jnp.concatenate([problem.kink_lo, problem.kink_hi, problem.injection_lo[..., None],
@@ -303,13 +323,5 @@ def solve_agents(target, lo, hi, a, b, p_min, p_max, rho, guess, max_newton: int
                                                     for v in (a, b, p_min, p_max)),
                                   jnp.asarray(rho, target.dtype))
     newton = _newton(problem, jnp.broadcast_to(guess, shape).astype(target.dtype), max_newton)
-
-    def fallback():
-        mu = jnp.where(newton.done, newton.mu, _sorted_search(problem))
-        trades = problem.trades(mu)
-        return mu, trades, trades.sum(-1)
-
-    # Every agent done: the last pass computed its trades at its root.
-    mu, trades, power = jax.lax.cond(jnp.all(newton.done) & (newton.steps > 0),
-                                     lambda: (newton.mu, newton.trades, newton.power), fallback)
-    return AgentDecision(trades, power, mu, newton.steps)
+    decided = _fallback(problem, newton)
+    return AgentDecision(decided.trades, decided.power, decided.mu, decided.steps)
