@@ -259,10 +259,10 @@ def _newton(problem: _LocalProblem, guess, max_steps: int):
 
 
 def _fallback(problem: _LocalProblem, s: _NewtonState) -> _NewtonState:
-    """The agents the Newton passes left unresolved (all of them after none) moved to the
-    sorted search's roots, and every agent's trades there (an agent done keeps its mu and
-    so the trades of its last pass). A loop of at most one iteration, not a ``cond``: a
-    ``cond`` copied the block's trades on every solve."""
+    """The agents the Newton passes left unresolved (all of them with ``max_newton = 0``)
+    moved to the sorted search's roots, and every agent's trades there (an agent done
+    keeps its mu and so the trades of its last pass). A loop of at most one iteration, not
+    a ``cond``: a ``cond`` copied the block's trades on every solve."""
 
     def unresolved(s: _NewtonState):
         return ~jnp.all(s.done)
