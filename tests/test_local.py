@@ -63,7 +63,8 @@ def _local_objective(t, target, a, b, rho):
 
 
 @pytest.mark.parametrize("per_trade", [False, True], ids=["agent-rho", "trade-rho"])
-@pytest.mark.parametrize("max_newton", [16, 0], ids=["newton", "sorted-search"])
+@pytest.mark.parametrize("max_newton", [16, 3, 0], ids=["newton", "newton-then-sorted-search",
+                                                         "sorted-search"])
 @settings(max_examples=60, deadline=None)
 @given(seed=st.integers(0, 2**32 - 1), m=st.integers(1, 12), linear=st.booleans(),
        tight=st.booleans())
